@@ -1,0 +1,331 @@
+"""Runs a job: decides who takes part, hands shares out, watches them run and re-runs failures.
+
+The life of a job:
+1. `register` (ComfyUI's on-prompt hook, on the server loop): the prompt is planned; nothing is sent.
+2. `start` (when the master begins executing the collector): enabled workers that answer are the
+   participants; each gets one share (fan-out), the master keeps share 0 if it participates.
+3. `_run`: each free participant pulls the lowest pending share; the share's prompt is queued on the
+   worker with our own client id, its websocket is watched, and its images are fetched.
+   A participant that fails (offline, rejects the prompt, errors, dies, freezes, sends garbage) gives
+   its share back for another participant and is named in a `share_reassigned` event.
+4. When every share is in, the collector takes the images; if a share could not be delivered before
+   `assign_timeout`, the job fails with an error naming every worker that tried and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import gather
+from .client import ClientPool, WorkerClient, describe_execution_error
+from .errors import JobFailed, PlanError, WorkerFailed, WorkerLost, WorkerUnavailable
+from .events import Events
+from .health import HealthMonitor
+from .models import WorkerConfig, WorkerState
+from .planner import Plan, plan
+from .registry import Registry
+from .scheduler import Share, ShareQueue
+
+logger = logging.getLogger(__name__)
+
+MASTER = "master"
+PROBE_AT_START_SECONDS = 3.0
+HISTORY_SETTLE_SECONDS = 10.0
+PROGRESS_EVENT_INTERVAL = 0.25
+KEEP_FINISHED_JOBS = 50
+NEVER_STARTED_SECONDS = 24 * 3600
+ONLINE_STATES = (WorkerState.ONLINE, WorkerState.BUSY)
+
+
+@dataclass
+class Job:
+    """One prompt's distributed work and, once done, its results."""
+
+    job_id: str
+    plan: Plan | None
+    error: str | None = None
+    state: str = "registered"
+    master_renders: bool = False
+    queue: ShareQueue = field(default_factory=lambda: ShareQueue([]))
+    results: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    last_progress_event: float = 0.0
+
+    def remote_share_order(self) -> list[int]:
+        return sorted(self.queue.shares)
+
+    def snapshot(self) -> dict[str, Any]:
+        shares = [
+            {"index": 0, "participant": MASTER, "state": "local", "attempts": [], "progress": None}
+        ] if self.master_renders else []
+        shares += [
+            {"index": s.index, "participant": s.participant, "state": s.state.value, "attempts": list(s.attempts), "progress": s.progress}
+            for s in sorted(self.queue.shares.values(), key=lambda s: s.index)
+        ]
+        return {"job_id": self.job_id, "state": self.state, "error": self.error, "created_at": self.created_at,
+                "collectors": list(self.plan.collector_ids) if self.plan else [], "shares": shares}
+
+
+class Dispatcher:
+    """Owns every job of this master."""
+
+    def __init__(self, registry: Registry, health: HealthMonitor, clients: ClientPool, events: Events) -> None:
+        self._registry = registry
+        self._health = health
+        self._clients = clients
+        self._events = events
+        self._jobs: dict[str, Job] = {}
+
+    # --- queue: the on-prompt hook --------------------------------------------------------
+
+    def register(self, prompt: dict[str, Any]) -> str:
+        """Plans a prompt holding collectors; a planning error is kept and raised by the collector."""
+        job_id = uuid.uuid4().hex
+        try:
+            job = Job(job_id, plan(prompt))
+        except PlanError as error:
+            job = Job(job_id, None, error=str(error), state="failed")
+            logger.warning("Prompt cannot be distributed: %s", error)
+        self._jobs[job_id] = job
+        self._forget_old_jobs()
+        return job_id
+
+    def job(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def jobs(self) -> list[Job]:
+        return sorted(self._jobs.values(), key=lambda job: job.created_at, reverse=True)
+
+    # --- plan and dispatch ----------------------------------------------------------------
+
+    async def start(self, job_id: str) -> bool:
+        """Starts a job once; returns whether the master renders share 0 itself."""
+        job = self._require(job_id)
+        if job.state != "registered":
+            return job.master_renders
+        job.state = "starting"
+        config = self._registry.snapshot()
+        workers = await self._available_workers(job, [w for w in config.workers if w.enabled])
+        job.master_renders = config.master.participate or not workers
+        first_remote = 1 if job.master_renders else 0
+        job.queue = ShareQueue(list(range(first_remote, first_remote + len(workers))))
+        job.state = "running"
+        if not workers:
+            logger.info("Job %s: no worker available, the master renders alone", job_id)
+            self._finish(job, "done")
+            return True
+        logger.info("Job %s: %d share(s) on %s%s", job_id, len(workers), ", ".join(w.name for w in workers),
+                    " plus the master" if job.master_renders else "")
+        job.task = asyncio.ensure_future(self._run(job))
+        self._publish(job)
+        return job.master_renders
+
+    async def results(self, job_id: str) -> Job:
+        """Waits for every remote share; raises JobFailed naming who failed and why."""
+        job = self._require(job_id)
+        try:
+            await job.finished.wait()
+        except asyncio.CancelledError:
+            await self.cancel(job_id, "interrupted on the master")
+            raise
+        if job.state != "done":
+            raise JobFailed(job.error or "distributed job failed")
+        return job
+
+    async def cancel(self, job_id: str, reason: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is None or job.finished.is_set():
+            return
+        job.error = reason
+        if job.task is not None:
+            job.task.cancel()
+            await asyncio.gather(job.task, return_exceptions=True)
+        self._finish(job, "failed")
+
+    async def _available_workers(self, job: Job, enabled: list[WorkerConfig]) -> list[WorkerConfig]:
+        """Enabled workers that answer now; the others are skipped and named."""
+        unsure = [w for w in enabled if self._health.status(w.id).state not in ONLINE_STATES]
+        if unsure:
+            await asyncio.wait([asyncio.ensure_future(self._health.check(w)) for w in unsure], timeout=PROBE_AT_START_SECONDS)
+        available = []
+        for worker in enabled:
+            status = self._health.status(worker.id)
+            if status.state in ONLINE_STATES:
+                available.append(worker)
+                continue
+            reason = status.error or f"worker is {status.state.value}"
+            logger.warning("Job %s: skipping worker %s (%s)", job.job_id, worker.name, reason)
+            self._events.worker_skipped(job.job_id, worker.id, reason)
+        return available
+
+    async def _run(self, job: Job) -> None:
+        """Hands pending shares to free participants until all are in or nobody can take them."""
+        running: dict[asyncio.Task, tuple[Share, WorkerConfig]] = {}
+        stuck_since: float | None = None
+        try:
+            while not job.queue.is_finished():
+                for worker in self._candidates(job):
+                    share = job.queue.claim(worker.id)
+                    if share is not None:
+                        task = asyncio.ensure_future(self._run_share(job, share, self._clients.client(worker)))
+                        running[task] = (share, worker)
+                if running:
+                    stuck_since = None
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        share, worker = running.pop(task)
+                        self._settle(job, share, worker, task)
+                    continue
+                stuck_since = stuck_since or time.monotonic()
+                waited = time.monotonic() - stuck_since
+                timeout = self._registry.snapshot().settings.assign_timeout
+                if waited >= timeout:
+                    raise JobFailed(self._failure_message(job, timeout))
+                await self._health.wait_for_change(min(1.0, timeout - waited))
+            self._finish(job, "done")
+        except JobFailed as error:
+            job.error = str(error)
+            logger.error("Job %s failed: %s", job.job_id, error)
+            self._finish(job, "failed")
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _candidates(self, job: Job) -> list[WorkerConfig]:
+        """Enabled, online workers in registry order that this job has not excluded."""
+        return [
+            w for w in self._registry.snapshot().workers
+            if w.enabled and w.id not in job.queue.excluded and self._health.status(w.id).state in ONLINE_STATES
+        ]
+
+    def _settle(self, job: Job, share: Share, worker: WorkerConfig, task: asyncio.Task) -> None:
+        error = task.exception() if not task.cancelled() else WorkerLost(worker.name, "share cancelled")
+        if error is None:
+            job.results[share.index] = task.result()
+            job.queue.complete(share)
+            logger.info("Job %s: share %d delivered by %s", job.job_id, share.index, worker.name)
+        elif isinstance(error, WorkerUnavailable):
+            job.queue.give_back(share, worker.name, error.cause)
+            logger.warning("Job %s: share %d failed on %s (%s); it will run elsewhere", job.job_id, share.index, worker.name, error.cause)
+            self._events.share_reassigned(job.job_id, share.index, worker.id, error.cause)
+        else:
+            job.queue.give_back(share, worker.name, f"unexpected error: {error!r}")
+            logger.error("Job %s: share %d on %s raised", job.job_id, share.index, worker.name, exc_info=error)
+        self._publish(job)
+
+    def _failure_message(self, job: Job, timeout: float) -> str:
+        missing = [str(s.index) for s in job.queue.pending()]
+        tried = [f"worker '{name}': {cause}" for name, cause in job.queue.excluded.items()]
+        cause = "; ".join(tried) if tried else "no worker was online"
+        return f"share(s) {', '.join(missing)} could not be delivered within {timeout:.0f}s: {cause}"
+
+    # --- one share on one worker ----------------------------------------------------------
+
+    async def _run_share(self, job: Job, share: Share, client: WorkerClient) -> dict[str, np.ndarray]:
+        """Queues a share on a stock worker, watches it, and fetches its images."""
+        assert job.plan is not None
+        client_id = f"distributed-{job.job_id[:12]}-{share.index}-{uuid.uuid4().hex[:6]}"
+        heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
+        prompt_id: str | None = None
+        try:
+            async with client.events(client_id, heartbeat) as messages:
+                prompt_id = await client.submit(job.plan.share_prompt(share.index), client_id)
+                try:
+                    await self._watch(job, share, client, messages, prompt_id)
+                except WorkerLost:
+                    if await self._finished_in_history(client, prompt_id) is None:
+                        raise
+            entry = await self._settled_history(client, prompt_id)
+            return await gather.fetch_outputs(client, entry, job.plan.collector_ids)
+        except BaseException:
+            if prompt_id is not None:
+                asyncio.ensure_future(client.cancel(prompt_id))
+            raise
+
+    async def _watch(self, job: Job, share: Share, client: WorkerClient, messages, prompt_id: str) -> None:
+        async for message in messages:
+            owner = message.data.get("prompt_id")
+            if owner is not None and owner != prompt_id:
+                continue
+            if message.type == "execution_error":
+                raise WorkerFailed(client.name, describe_execution_error(message.data))
+            if message.type == "execution_interrupted":
+                raise WorkerFailed(client.name, "the run was interrupted on the worker")
+            if message.type == "execution_success":
+                return
+            if message.type == "executing" and owner == prompt_id and message.data.get("node") is None:
+                return
+            if message.type == "progress":
+                share.progress = {"value": message.data.get("value"), "max": message.data.get("max"), "node": message.data.get("node")}
+                self._publish(job, throttle=True)
+            elif message.type == "executing" and owner == prompt_id:
+                share.progress = {"value": 0, "max": 1, "node": message.data.get("node")}
+                self._publish(job, throttle=True)
+        raise WorkerLost(client.name, "websocket ended")
+
+    async def _finished_in_history(self, client: WorkerClient, prompt_id: str) -> dict | None:
+        try:
+            entry = await client.history(prompt_id)
+        except WorkerUnavailable:
+            return None
+        return entry if entry and entry.get("status", {}).get("completed") is not None else None
+
+    async def _settled_history(self, client: WorkerClient, prompt_id: str) -> dict:
+        """The history entry; ComfyUI writes it just after it reports success, so wait briefly."""
+        deadline = time.monotonic() + HISTORY_SETTLE_SECONDS
+        while True:
+            entry = await client.history(prompt_id)
+            if entry is not None:
+                status = entry.get("status") or {}
+                if status.get("status_str") == "error" or status.get("completed") is False:
+                    messages = [m for m in status.get("messages", []) if isinstance(m, list) and m and m[0] == "execution_error"]
+                    cause = describe_execution_error(messages[0][1]) if messages else "the run ended with an error"
+                    raise WorkerFailed(client.name, cause)
+                return entry
+            if time.monotonic() > deadline:
+                raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")
+            await asyncio.sleep(0.05)
+
+    # --- bookkeeping ----------------------------------------------------------------------
+
+    def _finish(self, job: Job, state: str) -> None:
+        if state == "failed":
+            job.queue.fail_pending()
+        job.state = state
+        job.finished.set()
+        self._publish(job)
+
+    def _publish(self, job: Job, throttle: bool = False) -> None:
+        now = time.monotonic()
+        if throttle and now - job.last_progress_event < PROGRESS_EVENT_INTERVAL:
+            return
+        job.last_progress_event = now
+        self._events.job_update(job.snapshot())
+
+    def _require(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobFailed(f"distributed job {job_id} is unknown (was the master restarted?)")
+        if job.plan is None:
+            raise JobFailed(job.error or "the prompt cannot be distributed")
+        return job
+
+    def _forget_old_jobs(self) -> None:
+        """Keeps the latest finished jobs for the status route, and drops jobs never started
+        (their prompt was refused by the master's validation, or cancelled while queued)."""
+        finished = [job for job in self.jobs() if job.finished.is_set()]
+        for job in finished[KEEP_FINISHED_JOBS:]:
+            self._jobs.pop(job.job_id, None)
+        stale = time.time() - NEVER_STARTED_SECONDS
+        for job in [job for job in self._jobs.values() if job.state == "registered" and job.created_at < stale]:
+            self._jobs.pop(job.job_id, None)

@@ -1,0 +1,53 @@
+"""Every event this extension pushes to the browser, with its payload, in one place.
+
+Events travel over ComfyUI's own websocket (`PromptServer.send_sync`), which is thread-safe, so the
+same publisher serves the server loop and ComfyUI's execution thread. Names follow
+`distributed.<noun>_<verb>`; payloads are snapshots, not deltas, so a panel that missed one event is
+right again after the next.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .models import WorkerStatus
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[str, dict[str, Any]], None]
+
+REGISTRY_CHANGED = "distributed.registry_changed"
+WORKER_STATUS = "distributed.worker_status"
+JOB_UPDATE = "distributed.job_update"
+SHARE_REASSIGNED = "distributed.share_reassigned"
+WORKER_SKIPPED = "distributed.worker_skipped"
+
+
+class Events:
+    """Publishes events through an injected `send(event, payload)`."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    def registry_changed(self, snapshot: dict[str, Any]) -> None:
+        self._emit(REGISTRY_CHANGED, snapshot)
+
+    def worker_status(self, worker_id: str, status: WorkerStatus) -> None:
+        self._emit(WORKER_STATUS, {"worker_id": worker_id, "status": status.as_json()})
+
+    def job_update(self, job_snapshot: dict[str, Any]) -> None:
+        self._emit(JOB_UPDATE, job_snapshot)
+
+    def share_reassigned(self, job_id: str, share_index: int, from_worker: str, reason: str) -> None:
+        self._emit(SHARE_REASSIGNED, {"job_id": job_id, "share_index": share_index, "from_worker": from_worker, "reason": reason})
+
+    def worker_skipped(self, job_id: str, worker_id: str, reason: str) -> None:
+        self._emit(WORKER_SKIPPED, {"job_id": job_id, "worker_id": worker_id, "reason": reason})
+
+    def _emit(self, event: str, payload: dict[str, Any]) -> None:
+        try:
+            self._send(event, payload)
+        except Exception:
+            logger.exception("Could not publish %s", event)

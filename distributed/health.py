@@ -1,0 +1,151 @@
+"""Knows, at every moment, which workers can take work: the master polls them itself.
+
+No browser ever calls a worker (so no CORS opening anywhere). Each enabled worker is checked on its
+own timer, concurrently, so one frozen worker never delays the others; a worker that stays offline is
+checked less and less often, up to every 30 s. A status changes only through `set_status`, which
+logs and publishes only real changes, so a worker that stays offline is reported once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from .client import ClientPool
+from .errors import WorkerUnavailable
+from .events import Events
+from .models import WorkerConfig, WorkerState, WorkerStatus
+from .registry import Registry
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 30.0
+PROBE_READ_TIMEOUT = 5.0
+TICK_SECONDS = 0.25
+
+StatusOverride = Callable[[str], WorkerStatus | None]
+
+
+def _reportable(status: WorkerStatus) -> tuple:
+    return (status.state, status.queue_remaining, status.error, status.device_name)
+
+
+class HealthMonitor:
+    """Polls enabled workers and holds their last known status."""
+
+    def __init__(self, registry: Registry, clients: ClientPool, events: Events) -> None:
+        self._registry = registry
+        self._clients = clients
+        self._events = events
+        self._statuses: dict[str, WorkerStatus] = {}
+        self._due: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._checks: dict[str, asyncio.Task[WorkerStatus]] = {}
+        self._changed = asyncio.Event()
+        self._override: StatusOverride = lambda worker_id: None
+
+    def set_override(self, override: StatusOverride) -> None:
+        """Lets the local process manager speak for its workers while they launch or have failed."""
+        self._override = override
+
+    def status(self, worker_id: str) -> WorkerStatus:
+        override = self._override(worker_id)
+        if override is not None:
+            return override
+        return self._statuses.get(worker_id, WorkerStatus(WorkerState.UNKNOWN))
+
+    def set_status(self, worker_id: str, status: WorkerStatus) -> None:
+        """The single setter: records, and logs/publishes only when something a user sees changed."""
+        previous = self._statuses.get(worker_id)
+        self._statuses[worker_id] = status
+        if previous is not None and _reportable(previous) == _reportable(status):
+            return
+        if previous is None or previous.state != status.state:
+            if status.error:
+                logger.info("Worker %s is %s: %s", worker_id, status.state.value, status.error)
+            else:
+                logger.info("Worker %s is %s", worker_id, status.state.value)
+        self._events.worker_status(worker_id, self.status(worker_id))
+        self._changed.set()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Returns after the next status change, or after `timeout` seconds."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def check(self, worker: WorkerConfig) -> WorkerStatus:
+        """Probes one worker now (shared with a check already in flight) and records the result."""
+        task = self._checks.get(worker.id)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._probe(worker))
+            self._checks[worker.id] = task
+        return await asyncio.shield(task)
+
+    async def _probe(self, worker: WorkerConfig) -> WorkerStatus:
+        client = self._clients.client(worker)
+        try:
+            stats = await client.system_stats(PROBE_READ_TIMEOUT)
+            queue = await client.queue_remaining(PROBE_READ_TIMEOUT)
+        except WorkerUnavailable as error:
+            failures = self._failures.get(worker.id, 0) + 1
+            self._failures[worker.id] = failures
+            status = WorkerStatus(WorkerState.OFFLINE, error=error.cause, checked_at=time.time())
+            interval = min(self._interval() * (2 ** min(failures, 8)), MAX_BACKOFF_SECONDS)
+        else:
+            self._failures[worker.id] = 0
+            device = (stats.get("devices") or [{}])[0] if isinstance(stats.get("devices"), list) else {}
+            system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
+            status = WorkerStatus(
+                WorkerState.BUSY if queue > 0 else WorkerState.ONLINE,
+                queue_remaining=queue,
+                device_name=device.get("name"),
+                vram_total=device.get("vram_total"),
+                vram_free=device.get("vram_free"),
+                comfyui_version=system.get("comfyui_version"),
+                checked_at=time.time(),
+            )
+            interval = self._interval()
+        if self._is_enabled(worker.id):
+            self.set_status(worker.id, status)
+        self._due[worker.id] = time.monotonic() + interval
+        return status
+
+    async def run(self) -> None:
+        """The polling loop; runs until cancelled."""
+        while True:
+            config = self._registry.snapshot()
+            known = {worker.id for worker in config.workers}
+            for worker_id in set(self._statuses) - known:
+                self._statuses.pop(worker_id, None)
+                self._due.pop(worker_id, None)
+                await self._clients.forget(worker_id)
+            now = time.monotonic()
+            for worker in config.workers:
+                if not worker.enabled:
+                    self._due.pop(worker.id, None)
+                    self.set_status(worker.id, WorkerStatus(WorkerState.DISABLED))
+                    continue
+                if self._statuses.get(worker.id, WorkerStatus(WorkerState.UNKNOWN)).state == WorkerState.DISABLED:
+                    self.set_status(worker.id, WorkerStatus(WorkerState.UNKNOWN))
+                in_flight = self._checks.get(worker.id)
+                if now >= self._due.get(worker.id, 0.0) and (in_flight is None or in_flight.done()):
+                    self._checks[worker.id] = asyncio.ensure_future(self._probe(worker))
+            await asyncio.sleep(TICK_SECONDS)
+
+    async def stop(self) -> None:
+        checks = [task for task in self._checks.values() if not task.done()]
+        for task in checks:
+            task.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
+
+    def _interval(self) -> float:
+        return self._registry.snapshot().settings.health_interval
+
+    def _is_enabled(self, worker_id: str) -> bool:
+        worker = self._registry.snapshot().worker(worker_id)
+        return worker is not None and worker.enabled

@@ -1,0 +1,133 @@
+"""The extension's nodes: Distributed Seed and Distributed Collector.
+
+Both run on ComfyUI's execution thread. The collector reaches the server loop only through the
+application object bound at start-up (`bind`), and only via `distributed.bridge`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import comfy.model_management
+import comfy.utils
+import torch
+
+from .distributed import collect
+from .distributed.bridge import Interrupted
+from .distributed.errors import DistributedError
+from .distributed.planner import JOB_INPUT, SEED_SPACE
+
+if TYPE_CHECKING:
+    from .distributed.app import DistributedApp
+
+_app: DistributedApp | None = None
+
+
+def bind(app: DistributedApp) -> None:
+    """Gives the nodes the running application (called once by the package's __init__)."""
+    global _app
+    _app = app
+
+
+def _job_id(prompt: dict[str, Any] | None, unique_id: str | None) -> str | None:
+    node = (prompt or {}).get(str(unique_id)) or {}
+    job_id = node.get("inputs", {}).get(JOB_INPUT)
+    return job_id if isinstance(job_id, str) and _app is not None else None
+
+
+def _interrupted() -> bool:
+    return comfy.model_management.processing_interrupted()
+
+
+class DistributedSeed:
+    """A seed that differs per share: the master's share uses it as is, share k uses seed + k."""
+
+    DESCRIPTION = "Seed for distributed runs: each participant renders with its own seed derived from this one."
+    RETURN_TYPES = ("INT",)
+    RETURN_NAMES = ("seed",)
+    FUNCTION = "seed"
+    CATEGORY = "distributed"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": SEED_SPACE - 1, "control_after_generate": True})}}
+
+    def seed(self, seed: int) -> tuple[int]:
+        return (seed,)
+
+
+class DistributedCollector:
+    """Joins the master's images with every worker's into one batch, in a fixed order.
+
+    `images` is lazy: the collector starts the workers before the master renders its own share, and
+    the master skips its share entirely when it only orchestrates.
+    """
+
+    DESCRIPTION = "Runs the graph above it on every enabled worker too and collects all images: the master's first, then each share in order."
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "collect"
+    CATEGORY = "distributed"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"images": ("IMAGE", {"lazy": True})},
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
+        }
+
+    def check_lazy_status(self, images=None, unique_id=None, prompt=None) -> list[str]:
+        job_id = _job_id(prompt, unique_id)
+        if job_id is None:
+            return ["images"]
+        try:
+            master_renders = _app.start_job(job_id, _interrupted)
+        except Interrupted:
+            raise comfy.model_management.InterruptProcessingException() from None
+        except DistributedError as error:
+            raise RuntimeError(f"Distributed Collector: {error}") from None
+        return ["images"] if master_renders else []
+
+    def collect(self, images=None, unique_id=None, prompt=None) -> tuple[torch.Tensor]:
+        job_id = _job_id(prompt, unique_id)
+        if job_id is None:
+            return (images,)
+        progress = comfy.utils.ProgressBar(1, node_id=unique_id)
+
+        def report() -> None:
+            job = _app.dispatcher.job(job_id)
+            if job is not None and job.queue.shares:
+                done = sum(1 for s in job.queue.shares.values() if s.state.value == "done")
+                progress.update_absolute(done, len(job.queue.shares))
+
+        try:
+            job = _app.wait_job(job_id, _interrupted, report)
+            parts = collect.ordered_parts(
+                str(unique_id), job.remote_share_order(), job.results,
+                {index: share.participant for index, share in job.queue.shares.items()},
+            )
+        except Interrupted:
+            raise comfy.model_management.InterruptProcessingException() from None
+        except DistributedError as error:
+            raise RuntimeError(f"Distributed Collector: {error}") from None
+        labelled = ([("share 0 (master)", images)] if job.master_renders and images is not None else []) + [
+            (label, torch.from_numpy(batch)) for label, batch in parts
+        ]
+        if not labelled:
+            raise RuntimeError("Distributed Collector: no participant produced images")
+        try:
+            collect.check_same_size([(label, tuple(batch.shape)) for label, batch in labelled])
+        except DistributedError as error:
+            raise RuntimeError(f"Distributed Collector: {error}") from None
+        reference = labelled[0][1]
+        batch = torch.cat([part.to(device=reference.device, dtype=reference.dtype) for _, part in labelled], dim=0)
+        return (batch,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "DistributedSeed": DistributedSeed,
+    "DistributedCollector": DistributedCollector,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "DistributedSeed": "Distributed Seed",
+    "DistributedCollector": "Distributed Collector",
+}

@@ -1,0 +1,112 @@
+"""The tiny checkpoint runs stock ComfyUI's real KSampler on CPU: the base the scheduling tests build on."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from PIL import Image, ImageChops
+
+from tests.fixtures.tiny_sd import LATENT_NODE, OUTPUT_NODE, SAMPLER_NODE, tiny_txt2img_prompt, write_tiny_checkpoint
+from tests.harness import ComfyInstance
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ComfyInstance, str]]:
+    base_dir = tmp_path_factory.mktemp("tiny-sampler")
+    ckpt_name = write_tiny_checkpoint(base_dir / "models")
+    instance = ComfyInstance("tiny-sampler", base_dir, with_extension=False, with_node_pack=False)
+    try:
+        instance.start().wait_ready()
+        yield instance, ckpt_name
+    finally:
+        instance.stop()
+
+
+def run(instance: ComfyInstance, prompt: dict[str, Any]) -> dict[str, Any]:
+    entry = instance.wait_history(instance.queue_prompt(prompt))
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{instance.log_tail()}"
+    return entry
+
+
+def images(instance: ComfyInstance, entry: dict[str, Any]) -> list[Image.Image]:
+    saved = entry["outputs"][OUTPUT_NODE]["images"]
+    return [Image.open(Path(instance.output_dir, item["subfolder"], item["filename"])).convert("RGB") for item in saved]
+
+
+def cached_nodes(entry: dict[str, Any]) -> list[str]:
+    return [node for kind, data in entry["status"]["messages"] if kind == "execution_cached" for node in data["nodes"]]
+
+
+def max_pixel_difference(a: Image.Image, b: Image.Image) -> int:
+    return max(high for _, high in ImageChops.difference(a, b).getextrema())
+
+
+def test_a_tiny_prompt_saves_one_image_per_batch_item(comfy: tuple[ComfyInstance, str]) -> None:
+    instance, ckpt_name = comfy
+    entry = run(instance, tiny_txt2img_prompt(ckpt_name, seed=11, batch_size=2))
+    saved = images(instance, entry)
+    assert [image.size for image in saved] == [(64, 64), (64, 64)]
+
+
+def test_the_same_seed_gives_the_same_pixels_and_another_seed_does_not(comfy: tuple[ComfyInstance, str]) -> None:
+    instance, ckpt_name = comfy
+    first = images(instance, run(instance, tiny_txt2img_prompt(ckpt_name, seed=21)))[0]
+    other = images(instance, run(instance, tiny_txt2img_prompt(ckpt_name, seed=22)))[0]
+    again_entry = run(instance, tiny_txt2img_prompt(ckpt_name, seed=21))
+    assert SAMPLER_NODE not in cached_nodes(again_entry), "the rerun must sample again, not reuse a cached result"
+    again = images(instance, again_entry)[0]
+    assert first.tobytes() == again.tobytes()
+    assert first.tobytes() != other.tobytes()
+
+
+def test_a_slice_of_a_batch_samples_the_same_images_as_the_whole_batch(comfy: tuple[ComfyInstance, str]) -> None:
+    """What split-batch distribution relies on: LatentFromBatch sets the latent's batch_index, so
+    images 2 and 3 sampled on their own get the noise they get inside the batch of 4."""
+    instance, ckpt_name = comfy
+    whole = images(instance, run(instance, tiny_txt2img_prompt(ckpt_name, seed=31, batch_size=4)))
+    sliced_prompt = copy.deepcopy(tiny_txt2img_prompt(ckpt_name, seed=31, batch_size=4))
+    sliced_prompt["slice"] = {"class_type": "LatentFromBatch", "inputs": {"samples": [LATENT_NODE, 0], "batch_index": 2, "length": 2}}
+    sliced_prompt[SAMPLER_NODE]["inputs"]["latent_image"] = ["slice", 0]
+    sliced = images(instance, run(instance, sliced_prompt))
+    assert len(whole) == 4 and len(sliced) == 2
+    # A batch of 2 and a batch of 4 may round differently in the convolutions, hence a tolerance.
+    assert [max_pixel_difference(a, b) <= 2 for a, b in zip(whole[2:], sliced)] == [True, True]
+    assert whole[2].tobytes() != whole[3].tobytes()
+
+
+def test_the_sampler_reports_one_progress_event_per_step_over_the_websocket(comfy: tuple[ComfyInstance, str]) -> None:
+    instance, ckpt_name = comfy
+    events = asyncio.run(progress_events(instance, tiny_txt2img_prompt(ckpt_name, seed=41, steps=5)))
+    sampler_steps = [(event["value"], event["max"]) for event in events if event.get("node") == SAMPLER_NODE]
+    assert sampler_steps == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+
+
+async def progress_events(instance: ComfyInstance, prompt: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
+    """Opens the websocket before queueing (with the same client id), then keeps this prompt's
+    `progress` events until it finishes."""
+    client_id = uuid.uuid4().hex
+    events: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{instance.url}/ws?clientId={client_id}") as ws:
+        prompt_id = await asyncio.to_thread(instance.queue_prompt, prompt, client_id=client_id)
+        async with asyncio.timeout(timeout):
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                event = json.loads(message.data)
+                data = event.get("data") or {}
+                if data.get("prompt_id") != prompt_id:
+                    continue
+                if event["type"] == "progress":
+                    events.append(data)
+                elif event["type"] in ("execution_success", "execution_error", "execution_interrupted"):
+                    assert event["type"] == "execution_success", event
+                    return events
+    raise AssertionError(f"the websocket closed before prompt {prompt_id} finished")

@@ -1,0 +1,38 @@
+/** Pure formatting helpers: numbers and worker fields to the short strings the cards show. */
+
+const GIB = 1024 ** 3;
+
+export function formatBytes(bytes) {
+  if (typeof bytes !== "number" || !Number.isFinite(bytes)) return null;
+  if (bytes >= GIB) return `${(bytes / GIB).toFixed(1)} GB`;
+  return `${Math.round(bytes / 1024 ** 2)} MB`;
+}
+
+/** "1m 05s"-style; seconds under a minute stay plain. */
+export function formatDuration(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds) || seconds < 0) return null;
+  const total = Math.round(seconds);
+  if (total < 60) return `${total}s`;
+  const minutes = Math.floor(total / 60);
+  if (minutes < 60) return `${minutes}m ${String(total % 60).padStart(2, "0")}s`;
+  return `${Math.floor(minutes / 60)}h ${String(minutes % 60).padStart(2, "0")}m`;
+}
+
+/** Where the master reaches a worker, as the user typed it. */
+export function workerAddress(worker) {
+  if (worker.type === "cloud" && worker.url) return worker.url;
+  const host = String(worker.host ?? "").includes(":") ? `[${worker.host}]` : worker.host;
+  return worker.port ? `${host}:${worker.port}` : String(host ?? "");
+}
+
+/** "NVIDIA RTX 4090 · 18.2 GB free of 24.0 GB", or null before the first health check. */
+export function describeDevice({ device_name: name, vram_total: total, vram_free: free } = {}) {
+  if (!name) return null;
+  const totalText = formatBytes(total);
+  const freeText = formatBytes(free);
+  if (totalText && freeText) return `${name} · ${freeText} free of ${totalText}`;
+  if (totalText) return `${name} · ${totalText}`;
+  return name;
+}
+
+export const WORKER_TYPE_LABELS = { local: "Local", remote: "Remote", cloud: "Cloud" };

@@ -1,0 +1,189 @@
+/**
+ * The whole sidebar panel: toolbar, problems banner, current run, master card, worker cards with
+ * the add/edit form, and settings. `mount` may be called again with the same element (ComfyUI
+ * re-renders the tab); `unmount` drops every listener and timer the panel holds.
+ */
+
+import { button, h, replaceChildren } from "./dom.js";
+import { createMasterCard } from "./master_card.js";
+import { createProgressView } from "./progress.js";
+import { createSettings } from "./settings.js";
+import { createWorkerCard } from "./worker_card.js";
+import { createWorkerForm } from "./worker_form.js";
+
+const NEW_WORKER = Symbol("new worker");
+
+/**
+ * @param {import("../store.js").DistributedStore} store
+ * @param {{nodeTitle?: (nodeId: string) => string|null}} options
+ */
+export function createPanel(store, options = {}) {
+  let host = null;
+  let view = null;
+
+  return {
+    mount(el) {
+      if (host === el && view) return;
+      this.unmount();
+      host = el;
+      view = buildView(store, options);
+      el.classList.add("dgpu-host");
+      el.replaceChildren(view.root);
+    },
+    unmount() {
+      if (!view) return;
+      view.destroy();
+      view.root.remove();
+      host?.classList.remove("dgpu-host");
+      view = null;
+      host = null;
+    },
+  };
+}
+
+function buildView(store, options) {
+  const cards = new Map();
+  let editing = null; // null, NEW_WORKER, or a worker id
+  let form = null;
+
+  const addButton = button({ label: "Add worker", iconName: "pi-plus", onClick: () => openForm(NEW_WORKER) });
+  const toolbar = h(
+    "div",
+    { class: "dgpu-toolbar" },
+    h("h2", { class: "dgpu-toolbar-title", text: "Distributed" }),
+    h(
+      "div",
+      { class: "dgpu-toolbar-buttons" },
+      button({ label: "Refresh", iconName: "pi-refresh", onClick: () => store.refresh() }),
+      addButton,
+    ),
+  );
+  const banner = h("div", { class: "dgpu-banner", role: "alert", hidden: true });
+  const progress = createProgressView({ store, nodeTitle: options.nodeTitle });
+  const master = createMasterCard({ store });
+  const count = h("span", { class: "dgpu-count" });
+  const formSlot = h("div", { class: "dgpu-form-slot" });
+  const list = h("div", { class: "dgpu-list", role: "list", "aria-label": "Workers" });
+  const empty = h(
+    "p",
+    { class: "dgpu-empty", hidden: true },
+    "No workers yet. ",
+    button({ label: "Add a worker", text: "Add a worker", variant: "link", onClick: () => openForm(NEW_WORKER) }),
+    " — a spare GPU in this machine, another machine on your network, or a cloud pod.",
+  );
+  const settings = createSettings({ store });
+  const root = h(
+    "div",
+    { class: "dgpu-panel" },
+    toolbar,
+    h(
+      "div",
+      { class: "dgpu-body" },
+      banner,
+      progress.el,
+      master.el,
+      h(
+        "section",
+        { class: "dgpu-section", "aria-label": "Workers" },
+        h("div", { class: "dgpu-section-head" }, h("h3", { class: "dgpu-section-title", text: "Workers" }), count),
+        formSlot,
+        list,
+        empty,
+      ),
+      settings.el,
+    ),
+  );
+
+  function openForm(target) {
+    closeForm();
+    editing = target;
+    const worker = target === NEW_WORKER ? null : store.worker(target);
+    form = createWorkerForm({ store, worker, onDone: () => closeForm(true) });
+    if (target === NEW_WORKER) {
+      formSlot.append(form.el);
+      empty.hidden = true;
+      addButton.setAttribute("aria-pressed", "true");
+    } else {
+      const card = cards.get(target);
+      card.el.hidden = true;
+      card.el.before(form.el);
+    }
+    form.focus();
+  }
+
+  function closeForm(restoreFocus = false) {
+    if (!form) return;
+    const target = editing;
+    form.el.remove();
+    form = null;
+    editing = null;
+    addButton.setAttribute("aria-pressed", "false");
+    const card = target === NEW_WORKER ? null : cards.get(target);
+    if (card) card.el.hidden = false;
+    empty.hidden = !store.state.loaded || store.state.workers.length > 0;
+    if (restoreFocus) (card?.el.querySelector("button") ?? addButton).focus();
+  }
+
+  function renderBanner(state) {
+    if (state.loadError) {
+      replaceChildren(
+        banner,
+        h("span", { text: `Cannot load the worker list: ${state.loadError}` }),
+        button({ label: "Retry", text: "Retry", variant: "secondary", onClick: () => store.refresh() }),
+      );
+    } else if (state.registryError) {
+      replaceChildren(banner, h("span", { text: `workers.json is invalid, so nothing is saved until it is fixed: ${state.registryError}` }));
+    } else {
+      replaceChildren(banner);
+    }
+    banner.hidden = !banner.firstChild;
+  }
+
+  function renderWorkers(state) {
+    const seen = new Set();
+    state.workers.forEach((worker, index) => {
+      seen.add(worker.id);
+      let card = cards.get(worker.id);
+      if (card) {
+        card.update(worker);
+      } else {
+        card = createWorkerCard({ store, worker, onEdit: (w) => openForm(w.id) });
+        card.el.setAttribute("role", "listitem");
+        cards.set(worker.id, card);
+      }
+      // Move only what is out of place: moving a node that holds focus would drop the focus.
+      if (list.children[index] !== card.el) list.insertBefore(card.el, list.children[index] ?? null);
+    });
+    for (const [workerId, card] of cards) {
+      if (seen.has(workerId)) continue;
+      if (editing === workerId) closeForm();
+      card.destroy();
+      card.el.remove();
+      cards.delete(workerId);
+    }
+    count.textContent = state.loaded ? String(state.workers.length) : "";
+    empty.hidden = !state.loaded || state.workers.length > 0 || editing === NEW_WORKER;
+  }
+
+  function update() {
+    const state = store.state;
+    renderBanner(state);
+    progress.update(state);
+    master.update(state);
+    renderWorkers(state);
+    settings.update(state);
+  }
+
+  store.addEventListener("change", update);
+  update();
+
+  return {
+    root,
+    destroy() {
+      store.removeEventListener("change", update);
+      closeForm();
+      for (const card of cards.values()) card.destroy();
+      cards.clear();
+    },
+  };
+}

@@ -1,0 +1,156 @@
+/**
+ * Add / edit form for one worker. Shows the fields the chosen type needs, sends them to the
+ * master, and puts each validation error the API returns beside the field it names.
+ */
+
+import { ApiError } from "../api.js";
+import { button, h } from "./dom.js";
+import { createField, fieldForError, integerOrText } from "./field.js";
+import { describeTestResult } from "./status.js";
+
+const FIELDS_BY_TYPE = {
+  local: ["name", "type", "cuda_device", "port", "extra_args"],
+  remote: ["name", "type", "host", "port"],
+  cloud: ["name", "type", "url"],
+};
+const ALL_FIELDS = ["name", "type", "host", "port", "url", "cuda_device", "extra_args"];
+
+/**
+ * @param {{store: import("../store.js").DistributedStore, worker?: object|null, onDone: () => void}} options
+ *   `worker` null means "add"; `onDone` is called after a successful save or on cancel.
+ */
+export function createWorkerForm({ store, worker = null, onDone }) {
+  const editing = worker !== null;
+  const typeSelect = h(
+    "select",
+    { class: "dgpu-input" },
+    h("option", { value: "local", text: "Local (a GPU in this machine)" }),
+    h("option", { value: "remote", text: "Remote (another machine)" }),
+    h("option", { value: "cloud", text: "Cloud (https address)" }),
+  );
+  const fields = {
+    name: createField({ label: "Name", name: "name" }),
+    type: createField({ label: "Type", name: "type", input: typeSelect }),
+    host: createField({ label: "Host", name: "host", hint: "Host name or IP address, without http:// or port." }),
+    port: createField({ label: "Port", name: "port" }),
+    url: createField({ label: "URL", name: "url", hint: "Full address, e.g. https://my-pod-8188.proxy.example.net" }),
+    cuda_device: createField({ label: "CUDA device", name: "cuda_device", hint: "GPU index; leave empty for the default GPU." }),
+    extra_args: createField({ label: "Extra arguments", name: "extra_args", hint: "Added to the worker's ComfyUI command line." }),
+  };
+  fields.port.input.inputMode = "numeric";
+  fields.cuda_device.input.inputMode = "numeric";
+  fields.port.input.placeholder = "8189";
+  fields.host.input.placeholder = "192.168.1.20";
+  fields.url.input.placeholder = "https://";
+
+  const initial = worker ?? { name: "", type: "remote", host: "127.0.0.1", port: null, url: null, cuda_device: null, extra_args: "" };
+  fields.name.input.value = initial.name ?? "";
+  typeSelect.value = initial.type ?? "remote";
+  fields.host.input.value = initial.host ?? "";
+  fields.port.input.value = initial.port ?? "";
+  fields.url.input.value = initial.url ?? "";
+  fields.cuda_device.input.value = initial.cuda_device ?? "";
+  fields.extra_args.input.value = initial.extra_args ?? "";
+
+  const formError = h("p", { class: "dgpu-form-error", role: "alert", hidden: true });
+  const testResult = h("p", { class: "dgpu-test-result", role: "status", hidden: true });
+  const submit = h("button", { type: "submit", class: "dgpu-btn dgpu-btn-primary", text: editing ? "Save" : "Add worker" });
+  const title = editing ? `Edit ${worker.name}` : "Add a worker";
+  const form = h(
+    "form",
+    { class: "dgpu-form dgpu-card", "aria-label": title, novalidate: true },
+    h("h3", { class: "dgpu-form-title", text: title }),
+    ALL_FIELDS.map((name) => fields[name].root),
+    formError,
+    testResult,
+    h(
+      "div",
+      { class: "dgpu-form-actions" },
+      editing ? button({ label: "Test connection", text: "Test connection", variant: "secondary", onClick: testConnection }) : null,
+      h("span", { class: "dgpu-spacer" }),
+      button({ label: "Cancel", text: "Cancel", variant: "secondary", onClick: () => onDone() }),
+      submit,
+    ),
+  );
+
+  function showTypeFields() {
+    const visible = FIELDS_BY_TYPE[typeSelect.value];
+    for (const name of ALL_FIELDS) fields[name].root.hidden = !visible.includes(name);
+  }
+  typeSelect.addEventListener("change", showTypeFields);
+  showTypeFields();
+
+  function clearErrors() {
+    for (const field of Object.values(fields)) field.setError(null);
+    formError.hidden = true;
+  }
+
+  function body() {
+    const type = typeSelect.value;
+    const values = {
+      name: fields.name.input.value.trim(),
+      type,
+      host: fields.host.input.value.trim(),
+      port: integerOrText(fields.port.input.value),
+      url: fields.url.input.value.trim() || null,
+      cuda_device: integerOrText(fields.cuda_device.input.value),
+      extra_args: fields.extra_args.input.value,
+    };
+    const result = {};
+    for (const name of FIELDS_BY_TYPE[type]) {
+      if (editing || (values[name] !== null && values[name] !== "")) result[name] = values[name];
+    }
+    // A worker that stops being "cloud" must lose its URL, or the master would keep using it.
+    if (editing && type !== "cloud" && worker.url) result.url = null;
+    return result;
+  }
+
+  function showError(error) {
+    const name = error instanceof ApiError ? fieldForError(error.field, ALL_FIELDS) : null;
+    if (name && !fields[name].root.hidden) {
+      fields[name].setError(error.message);
+      fields[name].input.focus();
+    } else {
+      formError.textContent = error.message;
+      formError.hidden = false;
+    }
+  }
+
+  async function save(event) {
+    event.preventDefault();
+    clearErrors();
+    submit.disabled = true;
+    try {
+      if (editing) await store.updateWorker(worker.id, body());
+      else await store.createWorker(body());
+      onDone();
+    } catch (error) {
+      showError(error);
+    } finally {
+      submit.disabled = false;
+    }
+  }
+  form.addEventListener("submit", save);
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") onDone();
+  });
+
+  async function testConnection() {
+    testResult.hidden = false;
+    testResult.className = "dgpu-test-result";
+    testResult.textContent = "Testing (saved settings)…";
+    try {
+      const result = describeTestResult(await store.testWorker(worker.id));
+      testResult.classList.add(result.ok ? "dgpu-ok" : "dgpu-bad");
+      testResult.textContent = result.text;
+    } catch (error) {
+      testResult.classList.add("dgpu-bad");
+      testResult.textContent = error.message;
+    }
+  }
+
+  return {
+    el: form,
+    focus: () => fields.name.input.focus(),
+  };
+}

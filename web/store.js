@@ -1,0 +1,256 @@
+/**
+ * All panel state, in one EventTarget.
+ *
+ * Fed by a snapshot (GET /distributed/workers) and by the master's `distributed.*` websocket
+ * events, re-read whenever ComfyUI's socket reconnects. Writes go to the server first and the
+ * state changes only with what the server answers, so the panel never shows a change the
+ * registry refused. Components listen for "change"; main.js turns "notice" into toasts.
+ */
+
+const JOB_EVENTS = {
+  registryChanged: "distributed.registry_changed",
+  workerStatus: "distributed.worker_status",
+  jobUpdate: "distributed.job_update",
+  shareReassigned: "distributed.share_reassigned",
+  workerSkipped: "distributed.worker_skipped",
+};
+
+const DOWN_STATES = new Set(["offline", "error"]);
+const MASTER_PARTICIPANT = "master";
+
+export class DistributedStore extends EventTarget {
+  /** @param {import("./api.js").DistributedClient} client */
+  constructor(client, now = () => Date.now()) {
+    super();
+    this.client = client;
+    this.now = now;
+    this.state = {
+      loaded: false,
+      loadError: null,
+      registryError: null,
+      master: { participate: true, host: "", cuda_device: null },
+      settings: {},
+      workers: [],
+      masterDevice: null,
+      job: null,
+      masterRun: { active: false, promptId: null, progress: null },
+    };
+    this.refreshSeq = 0;
+    this.source = null;
+    this.handlers = {
+      [JOB_EVENTS.registryChanged]: (event) => this.applySnapshot(event.detail),
+      [JOB_EVENTS.workerStatus]: (event) => this.applyWorkerStatus(event.detail),
+      [JOB_EVENTS.jobUpdate]: (event) => this.applyJobUpdate(event.detail),
+      [JOB_EVENTS.shareReassigned]: (event) => this.onShareReassigned(event.detail),
+      [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
+      reconnected: () => this.refresh(),
+      // The master's own share runs as ComfyUI's current prompt: its progress comes from ComfyUI.
+      execution_start: (event) => this.onMasterRun(true, event.detail),
+      progress: (event) => this.onMasterProgress(event.detail),
+      execution_success: (event) => this.onMasterRun(false, event.detail),
+      execution_error: (event) => this.onMasterRun(false, event.detail),
+      execution_interrupted: (event) => this.onMasterRun(false, event.detail),
+    };
+  }
+
+  /** Subscribes to the server's events on ComfyUI's `api` object (once; `disconnect` undoes it). */
+  connect(source) {
+    if (this.source) return;
+    this.source = source;
+    for (const [name, handler] of Object.entries(this.handlers)) source.addEventListener(name, handler);
+  }
+
+  disconnect() {
+    if (!this.source) return;
+    for (const [name, handler] of Object.entries(this.handlers)) this.source.removeEventListener(name, handler);
+    this.source = null;
+  }
+
+  /** Re-reads everything; a slower, older answer never overwrites a newer one. */
+  async refresh() {
+    const seq = ++this.refreshSeq;
+    try {
+      const snapshot = await this.client.snapshot();
+      if (seq !== this.refreshSeq) return;
+      this.applySnapshot(snapshot);
+    } catch (error) {
+      if (seq !== this.refreshSeq) return;
+      this.state.loadError = error.message;
+      this.emitChange("snapshot");
+      return;
+    }
+    await Promise.all([this.refreshMasterDevice(), this.refreshRunningJob()]);
+  }
+
+  async refreshMasterDevice() {
+    try {
+      const stats = await this.client.masterStats();
+      const device = stats?.devices?.[0];
+      this.state.masterDevice = device
+        ? { device_name: device.type === "cpu" ? "CPU" : device.name, vram_total: device.vram_total, vram_free: device.vram_free }
+        : null;
+    } catch {
+      this.state.masterDevice = null;
+    }
+    this.emitChange("master");
+  }
+
+  /** Picks up a run that started before the panel loaded. */
+  async refreshRunningJob() {
+    let body;
+    try {
+      body = await this.client.jobs();
+    } catch {
+      return;
+    }
+    const jobs = Array.isArray(body) ? body : body?.jobs;
+    const running = Array.isArray(jobs) ? jobs.find((job) => job?.state === "running") : null;
+    if (running && !this.state.job) this.applyJobUpdate(running);
+  }
+
+  // --- server → state ----------------------------------------------------------------------
+
+  applySnapshot(snapshot) {
+    if (!snapshot || !Array.isArray(snapshot.workers)) return;
+    Object.assign(this.state, {
+      loaded: true,
+      loadError: null,
+      registryError: snapshot.registry_error ?? null,
+      master: snapshot.master ?? this.state.master,
+      settings: snapshot.settings ?? this.state.settings,
+      workers: snapshot.workers,
+    });
+    this.emitChange("snapshot");
+  }
+
+  applyWorker(worker) {
+    const index = this.state.workers.findIndex((w) => w.id === worker.id);
+    if (index === -1) this.state.workers = [...this.state.workers, worker];
+    else this.state.workers = this.state.workers.map((w, i) => (i === index ? worker : w));
+    this.emitChange("worker");
+  }
+
+  applyWorkerStatus({ worker_id: workerId, status } = {}) {
+    const current = this.worker(workerId);
+    if (!current || !status) return;
+    const before = current.status?.state;
+    this.applyWorker({ ...current, status });
+    if (this.isRunParticipant(workerId) && !DOWN_STATES.has(before) && DOWN_STATES.has(status.state)) {
+      this.notify("warn", `${current.name} went ${status.state} during the run`, status.error ?? "Its share will be re-run elsewhere.");
+    }
+  }
+
+  applyJobUpdate(update) {
+    if (!update?.job_id) return;
+    const now = this.now();
+    const previous = this.state.job?.jobId === update.job_id ? this.state.job : null;
+    const finished = update.state === "done" || update.state === "failed";
+    this.state.job = {
+      jobId: update.job_id,
+      promptId: update.prompt_id ?? null,
+      state: update.state,
+      error: update.error ?? null,
+      shares: Array.isArray(update.shares) ? update.shares : [],
+      startedAt: previous?.startedAt ?? now,
+      masterPromptId: previous ? previous.masterPromptId : (this.state.masterRun.active ? this.state.masterRun.promptId : null),
+      finishedAt: finished ? (previous?.finishedAt ?? now) : null,
+    };
+    this.emitChange("job");
+    if (update.state === "failed" && previous?.state !== "failed") {
+      this.notify("error", "Distributed run failed", update.error ?? "No reason given.");
+    }
+    if (finished && previous?.state === "running") this.refreshMasterDevice();
+  }
+
+  onMasterRun(active, detail) {
+    const run = this.state.masterRun;
+    if (!active && detail?.prompt_id && run.promptId && detail.prompt_id !== run.promptId) return;
+    this.state.masterRun = { active, promptId: detail?.prompt_id ?? run.promptId, progress: null };
+    if (this.state.job) this.emitChange("job");
+  }
+
+  onMasterProgress(detail) {
+    const run = this.state.masterRun;
+    if (!run.active || !detail) return;
+    run.progress = { value: detail.value, max: detail.max, node: detail.node ?? null };
+    if (this.state.job?.masterPromptId === run.promptId) this.emitChange("job");
+  }
+
+  onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {
+    this.notify("warn", `Share ${Number(shareIndex) + 1} re-run elsewhere`, `${this.participantName(from)}: ${reason ?? "no reason given"}`);
+  }
+
+  onWorkerSkipped({ worker_id: workerId, reason } = {}) {
+    this.notify("info", `${this.participantName(workerId)} skipped`, reason ?? "No reason given.");
+  }
+
+  // --- state → server (the state changes only with the server's answer) ---------------------
+
+  async createWorker(fields) {
+    const worker = await this.client.createWorker(fields);
+    this.applyWorker(worker);
+    return worker;
+  }
+
+  async updateWorker(workerId, changes) {
+    const worker = await this.client.updateWorker(workerId, changes);
+    this.applyWorker(worker);
+    return worker;
+  }
+
+  async deleteWorker(workerId) {
+    await this.client.deleteWorker(workerId);
+    this.state.workers = this.state.workers.filter((w) => w.id !== workerId);
+    this.emitChange("worker");
+  }
+
+  async updateConfig(changes) {
+    this.applySnapshot(await this.client.updateConfig(changes));
+  }
+
+  testWorker(workerId) {
+    return this.client.testWorker(workerId);
+  }
+
+  testUnsavedWorker(fields) {
+    return this.client.testUnsavedWorker(fields);
+  }
+
+  async controlWorker(workerId, action) {
+    const body = await this.client.controlWorker(workerId, action);
+    if (body?.status?.state) this.applyWorkerStatus({ worker_id: workerId, status: body.status });
+    return body;
+  }
+
+  async workerLog(workerId, lines) {
+    const body = await this.client.workerLog(workerId, lines);
+    return Array.isArray(body?.lines) ? body.lines : [];
+  }
+
+  // --- helpers ------------------------------------------------------------------------------
+
+  worker(workerId) {
+    return this.state.workers.find((w) => w.id === workerId) ?? null;
+  }
+
+  /** A share's participant id as people know it: the worker's name, or "Master". */
+  participantName(participant) {
+    if (participant === MASTER_PARTICIPANT) return "Master";
+    return this.worker(participant)?.name ?? String(participant ?? "unknown");
+  }
+
+  isRunParticipant(workerId) {
+    const job = this.state.job;
+    if (!job || job.state !== "running") return false;
+    return job.shares.some((share) => share.participant === workerId && (share.state === "running" || share.state === "pending"));
+  }
+
+  /** Reports something worth a toast; `severity` is PrimeVue's: success, info, warn, error. */
+  notify(severity, summary, detail = "") {
+    this.dispatchEvent(new CustomEvent("notice", { detail: { severity, summary, detail } }));
+  }
+
+  emitChange(part) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { part } }));
+  }
+}
