@@ -1,23 +1,30 @@
 """ComfyUI Distributed GPU: one ComfyUI drives every GPU you can reach.
 
-ComfyUI imports this package from custom_nodes/. It builds the application around the running
-PromptServer and exports the nodes and the web folder for the sidebar panel.
+ComfyUI imports this package from custom_nodes/ after starting its server; the package then builds
+the application around the running PromptServer and exports the nodes and the web folder for the
+sidebar panel. Imported anywhere else (test collection, tooling), it does nothing.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from server import PromptServer
-
-from . import nodes
-from .distributed.app import DistributedApp
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+import sys
 
 WEB_DIRECTORY = "./web"
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
-_application = DistributedApp(PromptServer.instance, Path(__file__).resolve().parent)
-_application.install()
-nodes.bind(_application)
+if "server" in sys.modules and hasattr(sys.modules["server"], "PromptServer"):
+    from pathlib import Path
+
+    from server import PromptServer
+
+    from . import nodes
+    from .distributed.app import DistributedApp
+
+    NODE_CLASS_MAPPINGS = nodes.NODE_CLASS_MAPPINGS
+    NODE_DISPLAY_NAME_MAPPINGS = nodes.NODE_DISPLAY_NAME_MAPPINGS
+    _application = DistributedApp(PromptServer.instance, Path(__file__).resolve().parent)
+    _application.install()
+    nodes.bind(_application)
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -215,17 +215,17 @@ class Dispatcher:
             job.queue.complete(share)
             logger.info("Job %s: share %d delivered by %s", job.job_id, share.index, worker.name)
         elif isinstance(error, WorkerUnavailable):
-            job.queue.give_back(share, worker.name, error.cause)
+            job.queue.give_back(share, worker.id, str(error))
             logger.warning("Job %s: share %d failed on %s (%s); it will run elsewhere", job.job_id, share.index, worker.name, error.cause)
             self._events.share_reassigned(job.job_id, share.index, worker.id, error.cause)
         else:
-            job.queue.give_back(share, worker.name, f"unexpected error: {error!r}")
+            job.queue.give_back(share, worker.id, f"worker '{worker.name}': unexpected error: {error!r}")
             logger.error("Job %s: share %d on %s raised", job.job_id, share.index, worker.name, exc_info=error)
         self._publish(job)
 
     def _failure_message(self, job: Job, timeout: float) -> str:
         missing = [str(s.index) for s in job.queue.pending()]
-        tried = [f"worker '{name}': {cause}" for name, cause in job.queue.excluded.items()]
+        tried = list(job.queue.excluded.values())
         cause = "; ".join(tried) if tried else "no worker was online"
         return f"share(s) {', '.join(missing)} could not be delivered within {timeout:.0f}s: {cause}"
 

@@ -291,7 +291,7 @@ class _Process:
         # A PID can be reused by an unrelated process; the start time tells them apart.
         return abs(process.create_time() - self.create_time) < 0.01
 
-    def exit_code(self) -> int | None | bool:
+    def exit_code(self) -> int | bool | None:
         """False while running; the exit code (None if unknown, for adopted ones) once it ended."""
         if self.popen is not None:
             code = self.popen.poll()
@@ -418,9 +418,7 @@ class LocalWorkerManager:
 
         A saved process whose worker is gone from `local_workers`, or now has another port, is ended.
         """
-        await asyncio.to_thread(self.write_lease)
-        self._lease_task = asyncio.create_task(self._refresh_lease(), name="distributed-lease")
-        atexit.register(self._reap_at_exit)
+        await self._hold_lease()
         known = {worker.id: worker for worker in local_workers if worker.type == "local"}
         for worker in known.values():
             await self._adopt(self._record(worker))
@@ -429,6 +427,14 @@ class LocalWorkerManager:
             worker_id = process_file.parent.name
             if worker_id not in known:
                 await asyncio.to_thread(self._end_saved, process_file, "its worker is no longer in the registry")
+
+    async def _hold_lease(self) -> None:
+        """Writes the lease and keeps refreshing it; a worker launched without one would soon exit."""
+        if self._lease_task is not None:
+            return
+        await asyncio.to_thread(self.write_lease)
+        self._lease_task = asyncio.create_task(self._refresh_lease(), name="distributed-lease")
+        atexit.register(self._reap_at_exit)
 
     async def close(self) -> None:
         """Stops supervising. Ends every worker if stop_workers_on_exit, else leaves them on a held lease."""
@@ -509,6 +515,7 @@ class LocalWorkerManager:
             if record.running:
                 return self.status(worker.id)
             await self._check_port(worker)
+            await self._hold_lease()
             record.restarts.clear()
             await self._spawn(record, command)
             record.supervisor = asyncio.create_task(self._supervise(record), name=f"distributed-worker-{worker.id}")
@@ -632,7 +639,8 @@ class LocalWorkerManager:
             return None
         process, saved_port = found
         if saved_port != port:
-            logger.info("ending worker process %d (%s): its port changed from %s to %s", process.pid, process_file.parent.name, saved_port, port)
+            logger.info("ending worker process %d (%s): its port changed from %s to %s",
+                        process.pid, process_file.parent.name, saved_port, port)
             process.end_tree(self._stop_timeout)
             process_file.unlink(missing_ok=True)
             return None
@@ -661,7 +669,8 @@ class LocalWorkerManager:
             now = time.monotonic()
             delay = self._policy.next_delay(record.restarts, now)
             if delay is None:
-                await self._fail(record, f"exited unexpectedly (code {code}) {self._policy.max_restarts} times within {self._policy.window:g}s; not restarting")
+                limit = f"{self._policy.max_restarts} restarts within {self._policy.window:g}s"
+                await self._fail(record, f"exited unexpectedly (code {code}) after {limit}; not restarting again")
                 return
             record.restarts.append(now)
             record.process = None

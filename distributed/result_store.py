@@ -48,7 +48,9 @@ class ResultStore:
     does no I/O under it. Expired entries are dropped on every access and by `purge_expired`.
     """
 
-    def __init__(self, *, ttl_s: float = DEFAULT_TTL_S, max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, ttl_s: float = DEFAULT_TTL_S, max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_bytes = max_bytes
         self._clock = clock

@@ -37,7 +37,7 @@ class ShareQueue:
     def __init__(self, share_indexes: list[int]) -> None:
         self.shares = {index: Share(index) for index in share_indexes}
         self.excluded: dict[str, str] = {}
-        """participant -> why it may not take more shares of this job."""
+        """participant id -> why it may not take more shares of this job ("worker 'x': cause")."""
 
     def pending(self) -> list[Share]:
         return sorted((s for s in self.shares.values() if s.state == ShareState.PENDING), key=lambda s: s.index)
@@ -68,13 +68,16 @@ class ShareQueue:
         share.state = ShareState.DONE
         share.progress = None
 
-    def give_back(self, share: Share, participant: str, cause: str) -> None:
-        """A failed attempt: the share waits again and the participant is excluded from this job."""
-        share.attempts.append(f"{participant}: {cause}")
+    def give_back(self, share: Share, participant: str, failure: str) -> None:
+        """A failed attempt: the share waits again and the participant is excluded from this job.
+
+        `failure` names the participant for people: "worker 'Box 2': connection refused".
+        """
+        share.attempts.append(failure)
         share.state = ShareState.PENDING
         share.participant = None
         share.progress = None
-        self.excluded[participant] = cause
+        self.excluded[participant] = failure
 
     def fail_pending(self) -> list[Share]:
         """Marks every share that was not delivered as failed; returns them."""

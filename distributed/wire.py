@@ -274,7 +274,7 @@ class Decoder:
             raise self._fail(f"result is {header.dtype.name}, expected {self._expected_dtype.name}")
         expected = self._expected_shape
         if expected is not None and (
-            len(expected) != len(header.shape) or any(e is not None and e != s for e, s in zip(expected, header.shape))
+            len(expected) != len(header.shape) or any(e is not None and e != s for e, s in zip(expected, header.shape, strict=True))
         ):
             raise self._fail(f"result has shape {header.shape}, expected {expected}")
 

@@ -33,7 +33,8 @@ export class DistributedStore extends EventTarget {
       workers: [],
       masterDevice: null,
       job: null,
-      masterRun: { active: false, promptId: null, progress: null },
+      // ComfyUI's current prompt on the master; `outcome` is null while it runs, then done/failed.
+      masterRun: { active: false, promptId: null, progress: null, outcome: null, endedAt: null },
     };
     this.refreshSeq = 0;
     this.source = null;
@@ -45,11 +46,11 @@ export class DistributedStore extends EventTarget {
       [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
       reconnected: () => this.refresh(),
       // The master's own share runs as ComfyUI's current prompt: its progress comes from ComfyUI.
-      execution_start: (event) => this.onMasterRun(true, event.detail),
+      execution_start: (event) => this.onMasterRun(event.detail, null),
       progress: (event) => this.onMasterProgress(event.detail),
-      execution_success: (event) => this.onMasterRun(false, event.detail),
-      execution_error: (event) => this.onMasterRun(false, event.detail),
-      execution_interrupted: (event) => this.onMasterRun(false, event.detail),
+      execution_success: (event) => this.onMasterRun(event.detail, "done"),
+      execution_error: (event) => this.onMasterRun(event.detail, "failed"),
+      execution_interrupted: (event) => this.onMasterRun(event.detail, "failed"),
     };
   }
 
@@ -87,7 +88,7 @@ export class DistributedStore extends EventTarget {
       const stats = await this.client.masterStats();
       const device = stats?.devices?.[0];
       this.state.masterDevice = device
-        ? { device_name: device.type === "cpu" ? "CPU" : device.name, vram_total: device.vram_total, vram_free: device.vram_free }
+        ? { device_name: device.type === "cpu" ? "cpu" : device.name, vram_total: device.vram_total, vram_free: device.vram_free }
         : null;
     } catch {
       this.state.masterDevice = null;
@@ -162,10 +163,13 @@ export class DistributedStore extends EventTarget {
     if (finished && previous?.state === "running") this.refreshMasterDevice();
   }
 
-  onMasterRun(active, detail) {
+  /** ComfyUI started (`outcome` null) or ended one of the master's prompts. */
+  onMasterRun(detail, outcome) {
     const run = this.state.masterRun;
-    if (!active && detail?.prompt_id && run.promptId && detail.prompt_id !== run.promptId) return;
-    this.state.masterRun = { active, promptId: detail?.prompt_id ?? run.promptId, progress: null };
+    const promptId = detail?.prompt_id ?? run.promptId;
+    if (outcome && run.promptId && promptId !== run.promptId) return;
+    const active = outcome === null;
+    this.state.masterRun = { active, promptId, progress: null, outcome, endedAt: active ? null : this.now() };
     if (this.state.job) this.emitChange("job");
   }
 

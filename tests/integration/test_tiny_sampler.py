@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import uuid
 from collections.abc import Iterator
@@ -22,7 +21,9 @@ from tests.harness import ComfyInstance
 def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ComfyInstance, str]]:
     base_dir = tmp_path_factory.mktemp("tiny-sampler")
     ckpt_name = write_tiny_checkpoint(base_dir / "models")
-    instance = ComfyInstance("tiny-sampler", base_dir, with_extension=False, with_node_pack=False)
+    # One torch thread: on a shared 2-core machine, OpenMP threads fighting other processes made
+    # sampling 4x slower (median 1.8 s against 0.46 s per image at load average 7).
+    instance = ComfyInstance("tiny-sampler", base_dir, with_extension=False, with_node_pack=False, env={"OMP_NUM_THREADS": "1"})
     try:
         instance.start().wait_ready()
         yield instance, ckpt_name
@@ -72,41 +73,46 @@ def test_a_slice_of_a_batch_samples_the_same_images_as_the_whole_batch(comfy: tu
     images 2 and 3 sampled on their own get the noise they get inside the batch of 4."""
     instance, ckpt_name = comfy
     whole = images(instance, run(instance, tiny_txt2img_prompt(ckpt_name, seed=31, batch_size=4)))
-    sliced_prompt = copy.deepcopy(tiny_txt2img_prompt(ckpt_name, seed=31, batch_size=4))
+    sliced_prompt = tiny_txt2img_prompt(ckpt_name, seed=31, batch_size=4)
     sliced_prompt["slice"] = {"class_type": "LatentFromBatch", "inputs": {"samples": [LATENT_NODE, 0], "batch_index": 2, "length": 2}}
     sliced_prompt[SAMPLER_NODE]["inputs"]["latent_image"] = ["slice", 0]
     sliced = images(instance, run(instance, sliced_prompt))
     assert len(whole) == 4 and len(sliced) == 2
-    # A batch of 2 and a batch of 4 may round differently in the convolutions, hence a tolerance.
-    assert [max_pixel_difference(a, b) <= 2 for a, b in zip(whole[2:], sliced)] == [True, True]
+    # A batch of 2 and a batch of 4 may round differently in the convolutions (seen: 0 or 1 level);
+    # a different image would differ by far more than 8 levels somewhere.
+    differences = [max_pixel_difference(a, b) for a, b in zip(whole[2:], sliced, strict=True)]
+    assert max(differences) <= 8, differences
     assert whole[2].tobytes() != whole[3].tobytes()
 
 
-def test_the_sampler_reports_one_progress_event_per_step_over_the_websocket(comfy: tuple[ComfyInstance, str]) -> None:
+async def test_the_sampler_reports_one_progress_event_per_step_over_the_websocket(comfy: tuple[ComfyInstance, str]) -> None:
     instance, ckpt_name = comfy
-    events = asyncio.run(progress_events(instance, tiny_txt2img_prompt(ckpt_name, seed=41, steps=5)))
+    events = await progress_events(instance, tiny_txt2img_prompt(ckpt_name, seed=41, steps=5))
     sampler_steps = [(event["value"], event["max"]) for event in events if event.get("node") == SAMPLER_NODE]
     assert sampler_steps == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
 
 
 async def progress_events(instance: ComfyInstance, prompt: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
-    """Opens the websocket before queueing (with the same client id), then keeps this prompt's
-    `progress` events until it finishes."""
+    """Opens the websocket before queueing (with the same client id, as the frontend does), then
+    keeps this prompt's `progress` events until it finishes."""
     client_id = uuid.uuid4().hex
-    events: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{instance.url}/ws?clientId={client_id}") as ws:
         prompt_id = await asyncio.to_thread(instance.queue_prompt, prompt, client_id=client_id)
-        async with asyncio.timeout(timeout):
-            async for message in ws:
-                if message.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                event = json.loads(message.data)
-                data = event.get("data") or {}
-                if data.get("prompt_id") != prompt_id:
-                    continue
-                if event["type"] == "progress":
-                    events.append(data)
-                elif event["type"] in ("execution_success", "execution_error", "execution_interrupted"):
-                    assert event["type"] == "execution_success", event
-                    return events
+        return await asyncio.wait_for(collect_progress(ws, prompt_id), timeout)
+
+
+async def collect_progress(ws: aiohttp.ClientWebSocketResponse, prompt_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    async for message in ws:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            continue
+        event = json.loads(message.data)
+        data = event.get("data") or {}
+        if data.get("prompt_id") != prompt_id:
+            continue
+        if event["type"] == "progress":
+            events.append(data)
+        elif event["type"] in ("execution_success", "execution_error", "execution_interrupted"):
+            assert event["type"] == "execution_success", event
+            return events
     raise AssertionError(f"the websocket closed before prompt {prompt_id} finished")

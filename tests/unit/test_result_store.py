@@ -103,7 +103,6 @@ async def serve(aiohttp_client: AiohttpClient, store: ResultStore, chunk_size: i
     return await aiohttp_client(app)
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize("encoding", wire.ENCODINGS)
 async def test_result_is_streamed_chunked_and_decodes_bit_exact(aiohttp_client: AiohttpClient, encoding: str) -> None:
     store = ResultStore()
@@ -119,7 +118,6 @@ async def test_result_is_streamed_chunked_and_decodes_bit_exact(aiohttp_client: 
     assert decoded.tobytes() == original.tobytes() and decoded.shape == original.shape
 
 
-@pytest.mark.asyncio
 async def test_entry_is_dropped_once_fully_sent(aiohttp_client: AiohttpClient) -> None:
     store = ResultStore()
     store.put("p1", "12", image())
@@ -130,7 +128,6 @@ async def test_entry_is_dropped_once_fully_sent(aiohttp_client: AiohttpClient) -
     assert store.get("p1", "12") is None
 
 
-@pytest.mark.asyncio
 async def test_entry_hint_is_the_default_encoding(aiohttp_client: AiohttpClient) -> None:
     store = ResultStore()
     store.put("p1", "12", image(), encoding_hint="zlib")
@@ -142,7 +139,6 @@ async def test_entry_hint_is_the_default_encoding(aiohttp_client: AiohttpClient)
     assert wire.decode(body).shape == (1, 100, 10, 3)
 
 
-@pytest.mark.asyncio
 async def test_missing_result_answers_404_with_json(aiohttp_client: AiohttpClient) -> None:
     client = await serve(aiohttp_client, ResultStore())
     async with asyncio.timeout(30):
@@ -152,7 +148,6 @@ async def test_missing_result_answers_404_with_json(aiohttp_client: AiohttpClien
     assert "prompt 'p1' node '12'" in body["error"]
 
 
-@pytest.mark.asyncio
 async def test_unknown_encoding_answers_400_naming_the_field(aiohttp_client: AiohttpClient) -> None:
     store = ResultStore()
     store.put("p1", "12", image())
@@ -165,7 +160,6 @@ async def test_unknown_encoding_answers_400_naming_the_field(aiohttp_client: Aio
     assert store.get("p1", "12") is not None
 
 
-@pytest.mark.asyncio
 async def test_delete_drops_an_unfetched_result(aiohttp_client: AiohttpClient) -> None:
     store = ResultStore()
     store.put("p1", "12", image())
@@ -177,7 +171,6 @@ async def test_delete_drops_an_unfetched_result(aiohttp_client: AiohttpClient) -
     assert again.status == 404
 
 
-@pytest.mark.asyncio
 async def test_head_describes_the_result_without_consuming_it(aiohttp_client: AiohttpClient) -> None:
     store = ResultStore()
     store.put("p1", "12", np.zeros((2, 3, 4), dtype=np.float16))

@@ -28,11 +28,12 @@ export function workerAddress(worker) {
 /** "NVIDIA RTX 4090 · 18.2 GB free of 24.0 GB", or null before the first health check. */
 export function describeDevice({ device_name: name, vram_total: total, vram_free: free } = {}) {
   if (!name) return null;
+  const shown = name === "cpu" ? "CPU" : name;
   const totalText = formatBytes(total);
   const freeText = formatBytes(free);
-  if (totalText && freeText) return `${name} · ${freeText} free of ${totalText}`;
-  if (totalText) return `${name} · ${totalText}`;
-  return name;
+  if (totalText && freeText) return `${shown} · ${freeText} free of ${totalText}`;
+  if (totalText) return `${shown} · ${totalText}`;
+  return shown;
 }
 
 export const WORKER_TYPE_LABELS = { local: "Local", remote: "Remote", cloud: "Cloud" };

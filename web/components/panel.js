@@ -63,7 +63,7 @@ function buildView(store, options) {
   const master = createMasterCard({ store });
   const count = h("span", { class: "dgpu-count" });
   const formSlot = h("div", { class: "dgpu-form-slot" });
-  const list = h("div", { class: "dgpu-list", role: "list", "aria-label": "Workers" });
+  const list = h("div", { class: "dgpu-list" });
   const empty = h(
     "p",
     { class: "dgpu-empty", hidden: true },
@@ -148,7 +148,6 @@ function buildView(store, options) {
         card.update(worker);
       } else {
         card = createWorkerCard({ store, worker, onEdit: (w) => openForm(w.id) });
-        card.el.setAttribute("role", "listitem");
         cards.set(worker.id, card);
       }
       // Move only what is out of place: moving a node that holds focus would drop the focus.

@@ -14,24 +14,44 @@ export function shareFraction(share) {
   return max > 0 ? Math.min(Math.max(value / max, 0), 1) : 0;
 }
 
-/** The whole run, 0..1; a finished run is 1 whatever its shares last reported. */
-export function jobFraction(job) {
-  if (!job) return 0;
-  if (job.state === "done") return 1;
-  if (!job.shares.length) return 0;
-  return job.shares.reduce((sum, share) => sum + shareFraction(share), 0) / job.shares.length;
+/**
+ * The shares with the master's own ("local") share filled in from ComfyUI's progress for the
+ * master's prompt, which the job snapshot cannot know.
+ */
+export function resolveShares(job, masterRun) {
+  return job.shares.map((share) => {
+    if (share.state !== "local") return share;
+    const ours = job.masterPromptId !== null && masterRun.promptId === job.masterPromptId;
+    if (ours && masterRun.active) return { ...share, state: "running", progress: masterRun.progress };
+    if (ours) return { ...share, state: masterRun.outcome ?? "done", progress: null };
+    return { ...share, state: job.state === "done" || job.state === "failed" ? job.state : "running", progress: null };
+  });
+}
+
+/**
+ * The run as the panel shows it: "running" until the job and the master's own share are both
+ * finished, its shares, the fraction done (0..1) and when it ended.
+ */
+export function describeJob(job, masterRun) {
+  const shares = resolveShares(job, masterRun);
+  const sharesRunning = shares.some((share) => share.state === "running" || share.state === "pending");
+  let state = "running";
+  if (job.state === "failed") state = "failed";
+  else if (job.state === "done" && !sharesRunning) state = "done";
+  const fraction = state === "done" ? 1 : shares.length ? shares.reduce((sum, s) => sum + shareFraction(s), 0) / shares.length : 0;
+  const masterEnd = job.masterPromptId !== null && masterRun.promptId === job.masterPromptId ? masterRun.endedAt : null;
+  const endedAt = state === "running" ? null : Math.max(job.finishedAt ?? 0, masterEnd ?? 0) || null;
+  return { state, shares, fraction, endedAt };
 }
 
 /** Seconds left at the rate seen so far, or null while there is too little to go on. */
-export function estimateSecondsLeft(job, now) {
-  if (!job || job.state !== "running") return null;
-  const fraction = jobFraction(job);
+export function estimateSecondsLeft(startedAt, fraction, now) {
   if (fraction < 0.02 || fraction >= 1) return null;
-  const elapsed = (now - job.startedAt) / 1000;
+  const elapsed = (now - startedAt) / 1000;
   return (elapsed * (1 - fraction)) / fraction;
 }
 
-const SHARE_STATE_LABELS = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed" };
+const SHARE_STATE_LABELS = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed", local: "Running" };
 
 function progressBar(label) {
   const fill = h("div", { class: "dgpu-bar-fill" });
@@ -89,23 +109,24 @@ export function createProgressView({ store, nodeTitle = () => null }) {
     const job = state.job;
     el.hidden = !job;
     if (!job) return;
-    const fraction = jobFraction(job);
-    overall.set(fraction);
-    percent.textContent = `${Math.round(fraction * 100)}%`;
-    el.dataset.state = job.state;
-    const participants = new Set(job.shares.map((s) => s.participant)).size;
-    if (job.state === "running") {
-      heading.textContent = `Running on ${participants} GPU${participants === 1 ? "" : "s"}`;
-      const left = estimateSecondsLeft(job, store.now());
+    const view = describeJob(job, state.masterRun);
+    overall.set(view.fraction);
+    percent.textContent = `${Math.round(view.fraction * 100)}%`;
+    el.dataset.state = view.state;
+    const participants = new Set(view.shares.map((s) => s.participant)).size;
+    const gpus = `${participants} GPU${participants === 1 ? "" : "s"}`;
+    if (view.state === "running") {
+      heading.textContent = `Running on ${gpus}`;
+      const left = estimateSecondsLeft(job.startedAt, view.fraction, store.now());
       eta.textContent = left === null ? "Estimating time left…" : `About ${formatDuration(left)} left`;
-    } else if (job.state === "done") {
+    } else if (view.state === "done") {
       heading.textContent = "Finished";
-      eta.textContent = `Took ${formatDuration((job.finishedAt - job.startedAt) / 1000)} on ${participants} GPU${participants === 1 ? "" : "s"}`;
+      eta.textContent = `Took ${formatDuration(((view.endedAt ?? store.now()) - job.startedAt) / 1000)} on ${gpus}`;
     } else {
       heading.textContent = "Failed";
       eta.textContent = job.error ?? "The run failed.";
     }
-    replaceChildren(shares, [...job.shares].sort((a, b) => a.index - b.index).map(shareRow));
+    replaceChildren(shares, [...view.shares].sort((a, b) => a.index - b.index).map(shareRow));
   }
 
   update(store.state);

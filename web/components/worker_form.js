@@ -15,6 +15,12 @@ const FIELDS_BY_TYPE = {
 };
 const ALL_FIELDS = ["name", "type", "host", "port", "url", "cuda_device", "extra_args"];
 
+/** "port: Input should be ≤ 65535" beside the Port field reads better without its "port: ". */
+function withoutLocation(message, location) {
+  const prefix = `${location}: `;
+  return location && message.startsWith(prefix) ? message.slice(prefix.length) : message;
+}
+
 /**
  * @param {{store: import("../store.js").DistributedStore, worker?: object|null, onDone: () => void}} options
  *   `worker` null means "add"; `onDone` is called after a successful save or on cancel.
@@ -61,13 +67,16 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     { class: "dgpu-form dgpu-card", "aria-label": title, novalidate: true },
     h("h3", { class: "dgpu-form-title", text: title }),
     ALL_FIELDS.map((name) => fields[name].root),
+    h(
+      "div",
+      { class: "dgpu-form-test" },
+      button({ label: "Test connection", text: "Test connection", iconName: "pi-wifi", variant: "secondary", onClick: testConnection }),
+      testResult,
+    ),
     formError,
-    testResult,
     h(
       "div",
       { class: "dgpu-form-actions" },
-      editing ? button({ label: "Test connection", text: "Test connection", variant: "secondary", onClick: testConnection }) : null,
-      h("span", { class: "dgpu-spacer" }),
       button({ label: "Cancel", text: "Cancel", variant: "secondary", onClick: () => onDone() }),
       submit,
     ),
@@ -108,7 +117,7 @@ export function createWorkerForm({ store, worker = null, onDone }) {
   function showError(error) {
     const name = error instanceof ApiError ? fieldForError(error.field, ALL_FIELDS) : null;
     if (name && !fields[name].root.hidden) {
-      fields[name].setError(error.message);
+      fields[name].setError(withoutLocation(error.message, error.field));
       fields[name].input.focus();
     } else {
       formError.textContent = error.message;
@@ -135,17 +144,20 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     if (event.key === "Escape") onDone();
   });
 
+  /** Tests what the form holds now, saved or not: the master makes the call, not the browser. */
   async function testConnection() {
+    clearErrors();
     testResult.hidden = false;
     testResult.className = "dgpu-test-result";
-    testResult.textContent = "Testing (saved settings)…";
+    testResult.textContent = "Testing…";
+    const fields = Object.fromEntries(Object.entries(body()).filter(([, value]) => value !== null));
     try {
-      const result = describeTestResult(await store.testWorker(worker.id));
+      const result = describeTestResult(await store.testUnsavedWorker(fields));
       testResult.classList.add(result.ok ? "dgpu-ok" : "dgpu-bad");
       testResult.textContent = result.text;
     } catch (error) {
-      testResult.classList.add("dgpu-bad");
-      testResult.textContent = error.message;
+      testResult.hidden = true;
+      showError(error);
     }
   }
 

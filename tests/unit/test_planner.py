@@ -1,0 +1,82 @@
+"""Graph rewriting: what a worker receives for each share."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from distributed.errors import PlanError
+from distributed.planner import SEED_SPACE, plan, share_seed
+
+
+def _prompt() -> dict:
+    return {
+        "1": {"class_type": "DistributedSeed", "inputs": {"seed": 41}},
+        "2": {"class_type": "KSamplerLike", "inputs": {"seed": ["1", 0], "steps": 4}},
+        "3": {"class_type": "Decode", "inputs": {"samples": ["2", 0]}},
+        "4": {"class_type": "DistributedCollector", "inputs": {"images": ["3", 0]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "x"}},
+        "6": {"class_type": "Unrelated", "inputs": {}},
+    }
+
+
+def test_share_prompt_keeps_only_the_graph_upstream_of_the_collector() -> None:
+    share = plan(_prompt()).share_prompt(1)
+    assert sorted(share) == ["2", "3", "4"]
+
+
+def test_collector_becomes_a_stock_preview_keeping_its_node_id() -> None:
+    share = plan(_prompt()).share_prompt(1)
+    assert share["4"] == {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}
+
+
+def test_seed_node_is_replaced_by_the_share_seed_literal() -> None:
+    p = plan(_prompt())
+    assert [p.share_prompt(k)["2"]["inputs"]["seed"] for k in (1, 2, 3)] == [42, 43, 44]
+
+
+def test_share_seed_wraps_in_64_bits_and_depends_only_on_seed_and_index() -> None:
+    assert share_seed(SEED_SPACE - 1, 2) == 1
+    assert share_seed(5, 0) == 5
+
+
+def test_planning_never_mutates_the_users_prompt() -> None:
+    prompt = _prompt()
+    original = copy.deepcopy(prompt)
+    p = plan(prompt)
+    p.share_prompt(3)["2"]["inputs"]["steps"] = 99
+    assert prompt == original
+    assert p.share_prompt(3)["2"]["inputs"]["steps"] == 4
+
+
+def test_class_types_list_what_a_worker_needs_without_our_nodes() -> None:
+    assert plan(_prompt()).class_types == {"KSamplerLike", "Decode", "PreviewImage"}
+
+
+def test_two_collectors_share_one_plan() -> None:
+    prompt = _prompt()
+    prompt["7"] = {"class_type": "DistributedCollector", "inputs": {"images": ["2", 0]}}
+    share = plan(prompt).share_prompt(1)
+    assert share["7"]["class_type"] == "PreviewImage" and share["4"]["class_type"] == "PreviewImage"
+
+
+def test_seed_given_by_a_link_is_refused_naming_the_node() -> None:
+    prompt = _prompt()
+    prompt["1"]["inputs"]["seed"] = ["6", 0]
+    with pytest.raises(PlanError, match=r"node 1\)"):
+        plan(prompt)
+
+
+def test_unconnected_collector_is_refused() -> None:
+    prompt = _prompt()
+    prompt["4"]["inputs"] = {}
+    with pytest.raises(PlanError, match="nothing connected"):
+        plan(prompt)
+
+
+def test_collector_feeding_another_collector_is_refused() -> None:
+    prompt = _prompt()
+    prompt["7"] = {"class_type": "DistributedCollector", "inputs": {"images": ["4", 0]}}
+    with pytest.raises(PlanError, match="feeds another collector"):
+        plan(prompt)

@@ -1,0 +1,342 @@
+"""Pure parts of local worker management: command, environment, backoff, logs, ports, launcher, routes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from distributed.errors import ProcessError, UnknownWorker
+from distributed.models import WorkerConfig, WorkerState
+from distributed.processes import (
+    LAUNCHER_PATH,
+    WORKER_ID_ENV,
+    LocalWorkerManager,
+    MasterLayout,
+    RestartPolicy,
+    WorkerPaths,
+    listen_hosts,
+    port_is_free,
+    read_log_tail,
+    rotate_log,
+    worker_command,
+    worker_env,
+)
+from distributed.routes_processes import Handler, add_process_routes
+from distributed.worker_launcher import EXIT_LEASE_EXPIRED
+
+LAYOUT = MasterLayout(main_py=Path("/comfy/main.py"), base_directory=Path("/comfy"))
+PATHS = WorkerPaths(Path("/state/workers/w1"))
+
+
+def _worker(extra_args: str = "", cuda_device: int | None = None, port: int = 8189, type: str = "local") -> WorkerConfig:
+    return WorkerConfig(id="w1", name="Worker 1", type=type, port=port, cuda_device=cuda_device, extra_args=extra_args)
+
+
+def _comfy_args(command: list[str]) -> list[str]:
+    """What main.py receives: everything after the launcher's `--`."""
+    return command[command.index("--") + 2:]
+
+
+def _command(extra_args: str = "") -> list[str]:
+    return worker_command(_worker(extra_args), LAYOUT, PATHS, Path("/state/master.lease.json"), 15, python="/py")
+
+
+# --- command -------------------------------------------------------------------------------------
+
+
+def test_command_runs_main_py_through_the_launcher_with_the_lease() -> None:
+    command = _command()
+
+    launcher_end = command.index("--")
+    assert command[0] == "/py"
+    assert str(LAUNCHER_PATH) in command[:launcher_end]
+    assert command[launcher_end - 4:launcher_end] == ["--lease", "/state/master.lease.json", "--lease-timeout", "15"]
+    assert command[launcher_end + 1] == "/comfy/main.py"
+
+
+def test_command_sets_port_and_listens_on_loopback_by_default() -> None:
+    args = _comfy_args(_command())
+
+    assert args[:4] == ["--port", "8189", "--listen", "127.0.0.1"]
+
+
+def test_command_leaves_listen_to_extra_args_that_set_it() -> None:
+    args = _comfy_args(_command("--listen 0.0.0.0"))
+
+    assert args.count("--listen") == 1
+    assert args[-2:] == ["--listen", "0.0.0.0"]
+
+
+def test_command_shares_the_masters_base_directory_and_model_paths() -> None:
+    layout = MasterLayout(Path("/comfy/main.py"), Path("/data/comfy"), (Path("/a.yaml"), Path("/b.yaml")))
+    args = _comfy_args(worker_command(_worker(), layout, PATHS, None, 15))
+
+    assert args[args.index("--base-directory") + 1] == "/data/comfy"
+    assert args[args.index("--extra-model-paths-config") + 1:][:2] == ["/a.yaml", "/b.yaml"]
+
+
+def test_command_gives_each_worker_its_own_output_input_temp_user_and_database() -> None:
+    args = _comfy_args(_command())
+
+    def value(flag: str) -> str:
+        return args[args.index(flag) + 1]
+
+    assert value("--output-directory") == "/state/workers/w1/output"
+    assert value("--input-directory") == "/state/workers/w1/input"
+    assert value("--temp-directory") == "/state/workers/w1"  # ComfyUI appends "temp" itself
+    assert value("--user-directory") == "/state/workers/w1/user"
+    assert value("--database-url") == "sqlite:////state/workers/w1/comfyui.db"
+
+
+def test_command_without_a_lease_has_no_watchdog_arguments() -> None:
+    command = worker_command(_worker(), LAYOUT, PATHS, None, 15)
+
+    assert "--lease" not in command[: command.index("--")]
+
+
+def test_extra_args_are_split_like_a_shell_and_come_last() -> None:
+    args = _comfy_args(_command("--cpu --preview-method auto --comfy-api-base 'http://a b' \"--x=y z\""))
+
+    assert args[-6:] == ["--cpu", "--preview-method", "auto", "--comfy-api-base", "http://a b", "--x=y z"]
+
+
+def test_a_semicolon_in_extra_args_stays_a_literal_argument() -> None:
+    args = _comfy_args(_command("--cpu ; touch /tmp/owned && echo $HOME"))
+
+    assert args[-7:] == ["--cpu", ";", "touch", "/tmp/owned", "&&", "echo", "$HOME"]
+
+
+def test_unbalanced_quotes_in_extra_args_are_a_process_error() -> None:
+    with pytest.raises(ProcessError, match="extra_args"):
+        _command("--cpu 'unterminated")
+
+
+def test_a_port_in_extra_args_is_refused() -> None:
+    with pytest.raises(ProcessError, match="port field"):
+        _command("--port=9000")
+
+
+def test_bare_listen_means_every_address() -> None:
+    assert listen_hosts(_worker("--listen --cpu")) == ["0.0.0.0", "::"]
+    assert listen_hosts(_worker("--listen 10.0.0.1,127.0.0.1")) == ["10.0.0.1", "127.0.0.1"]
+    assert listen_hosts(_worker()) == ["127.0.0.1"]
+
+
+# --- environment ---------------------------------------------------------------------------------
+
+
+def test_env_selects_the_workers_gpu_in_nvml_numbering() -> None:
+    env = worker_env(_worker(cuda_device=2), {"PATH": "/bin"})
+
+    assert env["CUDA_VISIBLE_DEVICES"] == "2"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert env["PATH"] == "/bin"
+
+
+def test_env_without_a_cuda_device_keeps_the_masters_visibility() -> None:
+    env = worker_env(_worker(), {"CUDA_VISIBLE_DEVICES": "0,1"})
+
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert "CUDA_DEVICE_ORDER" not in env
+
+
+def test_env_marks_the_process_as_a_worker_with_an_unbuffered_log() -> None:
+    env = worker_env(_worker(), {})
+
+    assert env[WORKER_ID_ENV] == "w1"
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+
+# --- restart policy ------------------------------------------------------------------------------
+
+
+def test_restart_delay_doubles_with_each_recent_restart() -> None:
+    policy = RestartPolicy(max_restarts=4, window=60, base_delay=1, max_delay=30)
+
+    assert [policy.next_delay([100.0] * count, 100.0) for count in range(4)] == [1, 2, 4, 8]
+
+
+def test_restart_delay_is_capped() -> None:
+    policy = RestartPolicy(max_restarts=10, window=60, base_delay=1, max_delay=5)
+
+    assert policy.next_delay([100.0] * 6, 100.0) == 5
+
+
+def test_restarts_stop_at_the_limit_within_the_window() -> None:
+    policy = RestartPolicy(max_restarts=3, window=60)
+
+    assert policy.next_delay([10.0, 20.0, 30.0], 40.0) is None
+
+
+def test_restarts_older_than_the_window_are_forgotten() -> None:
+    policy = RestartPolicy(max_restarts=3, window=60, base_delay=1)
+
+    assert policy.next_delay([10.0, 20.0, 90.0], 100.0) == 2
+
+
+# --- logs and ports ------------------------------------------------------------------------------
+
+
+def test_log_tail_returns_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("".join(f"line {n}\n" for n in range(20000)))
+
+    assert read_log_tail(log, 3) == ["line 19997", "line 19998", "line 19999"]
+
+
+def test_log_tail_of_a_missing_log_is_empty(tmp_path: Path) -> None:
+    assert read_log_tail(tmp_path / "none.log", 10) == []
+
+
+def test_rotation_keeps_the_content_and_lets_the_writer_continue(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("old\n")
+    with log.open("ab") as writer:  # the worker's handle, open across the rotation
+        rotate_log(log, backups=3)
+        writer.write(b"new\n")
+
+    assert (tmp_path / "worker.log.1").read_text() == "old\n"
+    assert log.read_text() == "new\n"
+
+
+def test_rotation_shifts_older_logs(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("first\n")
+    rotate_log(log, backups=3)
+    log.write_text("second\n")
+    rotate_log(log, backups=3)
+
+    assert (tmp_path / "worker.log.2").read_text() == "first\n"
+    assert (tmp_path / "worker.log.1").read_text() == "second\n"
+
+
+def test_a_bound_port_is_not_free() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+
+        assert not port_is_free(port)
+
+
+# --- launcher ------------------------------------------------------------------------------------
+
+
+def _launch_script(tmp_path: Path, launcher_args: list[str], body: str) -> subprocess.Popen:
+    script = tmp_path / "main.py"
+    script.write_text(body)
+    return subprocess.Popen([sys.executable, str(LAUNCHER_PATH), *launcher_args, "--", str(script), "--flag", "a b"])
+
+
+def test_launcher_runs_the_script_as_main_with_its_arguments(tmp_path: Path) -> None:
+    out = tmp_path / "seen.txt"
+    body = f"import sys\nopen({str(out)!r}, 'w').write(repr((__name__, sys.argv[1:], sys.path[0])))\n"
+    process = _launch_script(tmp_path, [], body)
+
+    assert process.wait(30) == 0
+    assert out.read_text() == repr(("__main__", ["--flag", "a b"], str(tmp_path)))
+
+
+def test_launcher_exits_when_the_lease_is_never_refreshed(tmp_path: Path) -> None:
+    body = "import threading\nthreading.Event().wait()\n"
+    process = _launch_script(tmp_path, ["--lease", str(tmp_path / "lease.json"), "--lease-timeout", "1", "--lease-poll", "0.1"], body)
+
+    assert process.wait(30) == EXIT_LEASE_EXPIRED
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Api:
+    """The process routes on a real aiohttp app, with a dict standing in for the registry."""
+
+    client: TestClient
+    workers: dict[str, WorkerConfig]
+    guarded: list[str]
+
+
+@pytest.fixture
+async def api(aiohttp_client: Callable[[web.Application], Awaitable[TestClient]], tmp_path: Path) -> Api:
+    workers = {
+        "w1": _worker(),
+        "r1": WorkerConfig(id="r1", name="Remote", type="remote", port=8188),
+    }
+    guarded: list[str] = []
+
+    def get_worker(worker_id: str) -> WorkerConfig:
+        if worker_id not in workers:
+            raise UnknownWorker(worker_id)
+        return workers[worker_id]
+
+    def guard(handler: Handler) -> Handler:
+        guarded.append(handler.__name__)
+        return handler
+
+    manager = LocalWorkerManager(LAYOUT, tmp_path / "state")
+    routes = web.RouteTableDef()
+    add_process_routes(routes, manager, get_worker, guard)
+    app = web.Application()
+    app.add_routes(routes)
+    return Api(await aiohttp_client(app), workers, guarded)
+
+
+async def test_every_state_changing_route_is_guarded(api: Api) -> None:
+    assert len(api.guarded) == 3
+
+
+async def test_log_lines_out_of_range_is_a_400_naming_the_field(api: Api) -> None:
+    for lines in ("0", "5001", "ten"):
+        response = await api.client.get("/distributed/workers/w1/log", params={"lines": lines})
+
+        assert response.status == 400
+        assert (await response.json())["field"] == "lines"
+
+
+async def test_log_of_a_worker_that_never_ran_is_empty(api: Api) -> None:
+    response = await api.client.get("/distributed/workers/w1/log", params={"lines": "5"})
+
+    assert response.status == 200
+    assert await response.json() == {"lines": []}
+
+
+async def test_launching_an_unknown_worker_is_a_404(api: Api) -> None:
+    response = await api.client.post("/distributed/workers/nope/launch")
+
+    assert response.status == 404
+    assert (await response.json())["field"] is None
+
+
+async def test_launching_a_remote_worker_is_a_400(api: Api) -> None:
+    response = await api.client.post("/distributed/workers/r1/launch")
+
+    assert response.status == 400
+    assert (await response.json())["field"] == "type"
+
+
+async def test_launching_on_a_taken_port_is_a_409_and_starts_nothing(api: Api, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        api.workers["w1"] = _worker(port=sock.getsockname()[1])
+        response = await api.client.post("/distributed/workers/w1/launch")
+
+    body = await response.json()
+    assert response.status == 409
+    assert "already in use" in body["error"] and body["field"] is None
+    assert not (tmp_path / "state" / "workers" / "w1" / "process.json").exists()
+
+
+async def test_stopping_a_worker_that_is_not_running_answers_offline(api: Api) -> None:
+    response = await api.client.post("/distributed/workers/w1/stop")
+
+    assert response.status == 202
+    assert (await response.json())["status"]["state"] == WorkerState.OFFLINE.value
