@@ -63,7 +63,10 @@ class DistributedCollector:
     the master skips its share entirely when it only orchestrates.
     """
 
-    DESCRIPTION = "Runs the graph above it on every enabled worker too and collects all images: the master's first, then each share in order."
+    DESCRIPTION = (
+        "Runs the graph above it on every enabled worker too and collects all images: "
+        "the master's first, then each share in order."
+    )
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "collect"
     CATEGORY = "distributed"

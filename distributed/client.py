@@ -64,7 +64,8 @@ class WorkerClient:
         if status in (401, 403):
             raise WorkerOffline(self.name, f"GET {path} answered HTTP {status}: authentication required or refused", stage="auth")
         if status != 200:
-            raise WorkerOffline(self.name, f"GET {path} answered HTTP {status}; is this a ComfyUI server?", stage="not_comfyui" if status == 404 else "http")
+            stage = "not_comfyui" if status == 404 else "http"
+            raise WorkerOffline(self.name, f"GET {path} answered HTTP {status}; is this a ComfyUI server?", stage=stage)
         return self._parse_json(body, path)
 
     async def system_stats(self, read_timeout: float = READ_TIMEOUT) -> dict[str, Any]:
@@ -132,7 +133,9 @@ class WorkerClient:
         """
         url = self.url("/ws") + f"?clientId={client_id}"
         try:
-            ws = await self._session.ws_connect(url, heartbeat=heartbeat, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0), autoping=True)
+            ws = await self._session.ws_connect(
+                url, heartbeat=heartbeat, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
+            )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
             raise _offline(self.name, error) from None
         try:
@@ -172,7 +175,8 @@ class WorkerClient:
         read_timeout: float = READ_TIMEOUT,
     ) -> tuple[int, bytes]:
         try:
-            async with self._session.request(method, self.url(path), json=json_body, params=params, timeout=_timeout(read_timeout)) as response:
+            request = self._session.request(method, self.url(path), json=json_body, params=params, timeout=_timeout(read_timeout))
+            async with request as response:
                 return response.status, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
             raise _offline(self.name, error, read_timeout) from None
@@ -191,7 +195,8 @@ def _offline(name: str, error: BaseException, read_timeout: float | None = None)
     if isinstance(error, aiohttp.ClientConnectorDNSError) or isinstance(getattr(error, "os_error", None), socket.gaierror):
         return WorkerOffline(name, "host name could not be resolved (DNS)", stage="dns")
     if isinstance(error, aiohttp.ClientConnectorError):
-        return WorkerOffline(name, f"connection refused or unreachable ({error.os_error.strerror or error.os_error})", stage="refused")
+        detail = error.os_error.strerror or error.os_error
+        return WorkerOffline(name, f"connection refused or unreachable ({detail})", stage="refused")
     if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         if isinstance(error, aiohttp.ConnectionTimeoutError):
             return WorkerOffline(name, f"no connection within {CONNECT_TIMEOUT:.0f}s", stage="timeout")

@@ -84,6 +84,8 @@ class Dispatcher:
         self._clients = clients
         self._events = events
         self._jobs: dict[str, Job] = {}
+        self._cleanups: set[asyncio.Task] = set()
+        """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
 
     # --- queue: the on-prompt hook --------------------------------------------------------
 
@@ -249,7 +251,9 @@ class Dispatcher:
             return await gather.fetch_outputs(client, entry, job.plan.collector_ids)
         except BaseException:
             if prompt_id is not None:
-                asyncio.ensure_future(client.cancel(prompt_id))
+                cleanup = asyncio.ensure_future(client.cancel(prompt_id))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
             raise
 
     async def _watch(self, job: Job, share: Share, client: WorkerClient, messages, prompt_id: str) -> None:

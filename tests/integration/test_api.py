@@ -11,7 +11,8 @@ from tests.harness import ComfyInstance, http_json, reset_dir
 def test_worker_can_be_added_edited_and_deleted_through_the_api(cluster: Cluster) -> None:
     cluster.registry([])
     url = cluster.master.url
-    status, created = http_json("POST", f"{url}/distributed/workers", {"name": "Box 2", "host": "127.0.0.1", "port": cluster.workers["a"].port})
+    body = {"name": "Box 2", "host": "127.0.0.1", "port": cluster.workers["a"].port}
+    status, created = http_json("POST", f"{url}/distributed/workers", body)
     assert status == 201 and created["id"] == "box-2"
 
     status, patched = http_json("PATCH", f"{url}/api/distributed/workers/box-2", {"enabled": False})
