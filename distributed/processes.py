@@ -20,7 +20,7 @@ Lifecycle of one worker, reported through `on_state`:
     stop   -> OFFLINE (process tree ended: terminate -> wait -> kill, by PID, never by name)
 
 Everything runs on the server loop; calls that block (psutil, Popen, file I/O) go through
-asyncio.to_thread.
+asyncio.to_thread. The one exception is the lease refresh, a thread of its own (see `hold_lease`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -370,9 +371,10 @@ def _require_local(worker: WorkerConfig) -> None:
 class LocalWorkerManager:
     """Launches and watches the local workers of one master; lives on the server loop.
 
-    app.py calls `start(local_workers)` once the loop runs (writes the lease, adopts workers still
-    running from before), then `launch`/`stop`/`restart` from routes, and `close()` on shutdown. An
-    atexit reaper covers a master that exits without running its cleanup (ComfyUI on Ctrl-C).
+    app.py calls `hold_lease()` as early as it can (plain blocking code, no loop needed), then
+    `start(local_workers)` on the loop (adopts workers still running from before), `launch`/`stop`/
+    `restart` from routes, and `close()` on shutdown. An atexit reaper covers a master that exits
+    without running its cleanup (ComfyUI on Ctrl-C).
     """
 
     def __init__(
@@ -404,7 +406,8 @@ class LocalWorkerManager:
         self._log_max_bytes = log_max_bytes
         self._log_backups = log_backups
         self._workers: dict[str, _Worker] = {}
-        self._lease_task: asyncio.Task | None = None
+        self._lease_thread: threading.Thread | None = None
+        self._lease_stop = threading.Event()
         self._closed = False
 
     @property
@@ -418,7 +421,7 @@ class LocalWorkerManager:
 
         A saved process whose worker is gone from `local_workers`, or now has another port, is ended.
         """
-        await self._hold_lease()
+        await asyncio.to_thread(self.hold_lease)
         known = {worker.id: worker for worker in local_workers if worker.type == "local"}
         for worker in known.values():
             await self._adopt(self._record(worker))
@@ -428,12 +431,19 @@ class LocalWorkerManager:
             if worker_id not in known:
                 await asyncio.to_thread(self._end_saved, process_file, "its worker is no longer in the registry")
 
-    async def _hold_lease(self) -> None:
-        """Writes the lease and keeps refreshing it; a worker launched without one would soon exit."""
-        if self._lease_task is not None:
+    def hold_lease(self) -> None:
+        """Writes the lease and keeps refreshing it from a thread, until `close()`; idempotent.
+
+        A thread rather than a loop task, so that the lease stays fresh while the master is alive
+        even when its loop is busy or not running yet: while ComfyUI imports the remaining custom
+        nodes at start-up, for instance. Call it as early as possible in a restarted master, so that
+        workers still running from the previous one see a fresh lease before their deadline.
+        """
+        if self._lease_thread is not None:
             return
-        await asyncio.to_thread(self.write_lease)
-        self._lease_task = asyncio.create_task(self._refresh_lease(), name="distributed-lease")
+        self.write_lease()
+        self._lease_thread = threading.Thread(target=self._refresh_lease, name="distributed-lease", daemon=True)
+        self._lease_thread.start()
         atexit.register(self._reap_at_exit)
 
     async def close(self) -> None:
@@ -442,10 +452,9 @@ class LocalWorkerManager:
             return
         self._closed = True
         atexit.unregister(self._reap_at_exit)
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
+        self._lease_stop.set()
+        if self._lease_thread is not None:
+            await asyncio.to_thread(self._lease_thread.join)
         if self._stop_on_exit():
             for worker_id in list(self._workers):
                 await self.stop(worker_id)
@@ -478,12 +487,11 @@ class LocalWorkerManager:
             logger.debug("lease %s busy, retrying at the next refresh", self.lease_file)
             temporary.unlink(missing_ok=True)
 
-    async def _refresh_lease(self) -> None:
+    def _refresh_lease(self) -> None:
         interval = max(0.2, self._lease_timeout / 5)
-        while True:
-            await asyncio.sleep(interval)
+        while not self._lease_stop.wait(interval):
             try:
-                await asyncio.to_thread(self.write_lease)
+                self.write_lease()
             except OSError as error:
                 logger.warning("cannot refresh the worker lease %s: %s", self.lease_file, error)
 
@@ -515,7 +523,7 @@ class LocalWorkerManager:
             if record.running:
                 return self.status(worker.id)
             await self._check_port(worker)
-            await self._hold_lease()
+            await asyncio.to_thread(self.hold_lease)
             record.restarts.clear()
             await self._spawn(record, command)
             record.supervisor = asyncio.create_task(self._supervise(record), name=f"distributed-worker-{worker.id}")
