@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp  # noqa: E402
+import aiohttp
 
-from distributed import gather  # noqa: E402
-from distributed.client import WorkerClient  # noqa: E402
-from distributed.models import WorkerConfig  # noqa: E402
-from tests.harness import ComfyInstance, reset_dir  # noqa: E402
+from distributed import gather
+from distributed.client import WorkerClient
+from distributed.models import WorkerConfig
+from tests.harness import ComfyInstance, reset_dir
 
 
 def noise_prompt(seed: int, size: int, batch: int, distributed: bool) -> dict:

@@ -4,8 +4,7 @@ The life of a job:
 1. `register` (ComfyUI's on-prompt hook, on the server loop): the prompt is planned; nothing is sent.
 2. `start` (when the master begins executing the collector): enabled workers that answer are the
    participants; each gets one share (fan-out), the master keeps share 0 if it participates.
-3. `_run`: each free participant pulls the lowest pending share; the share's prompt is queued on the
-   worker with our own client id, its websocket is watched, and its images are fetched.
+3. `_run`: each free participant pulls the lowest pending share, which `share_runner` runs there.
    A participant that fails (offline, rejects the prompt, errors, dies, freezes, sends garbage) gives
    its share back for another participant and is named in a `share_reassigned` event.
 4. When every share is in, the collector takes the images; if a share could not be delivered before
@@ -23,21 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from . import gather
-from .client import ClientPool, WorkerClient, describe_execution_error
-from .errors import JobFailed, PlanError, WorkerFailed, WorkerLost, WorkerUnavailable
+from .client import ClientPool
+from .errors import JobFailed, PlanError, WorkerLost, WorkerUnavailable
 from .events import Events
 from .health import HealthMonitor
 from .models import WorkerConfig, WorkerState
 from .planner import Plan, plan
 from .registry import Registry
 from .scheduler import Share, ShareQueue
+from .share_runner import ShareRunner
 
 logger = logging.getLogger(__name__)
 
 MASTER = "master"
 PROBE_AT_START_SECONDS = 3.0
-HISTORY_SETTLE_SECONDS = 10.0
 PROGRESS_EVENT_INTERVAL = 0.25
 KEEP_FINISHED_JOBS = 50
 NEVER_STARTED_SECONDS = 24 * 3600
@@ -84,8 +82,7 @@ class Dispatcher:
         self._clients = clients
         self._events = events
         self._jobs: dict[str, Job] = {}
-        self._cleanups: set[asyncio.Task] = set()
-        """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
+        self._runner = ShareRunner(registry)
 
     # --- queue: the on-prompt hook --------------------------------------------------------
 
@@ -178,7 +175,10 @@ class Dispatcher:
                 for worker in self._candidates(job):
                     share = job.queue.claim(worker.id)
                     if share is not None:
-                        task = asyncio.ensure_future(self._run_share(job, share, self._clients.client(worker)))
+                        task = asyncio.ensure_future(self._runner.run(
+                            job.plan.share_prompt(share.index), job.plan.collector_ids, share, self._clients.client(worker),
+                            lambda job=job: self._publish(job, throttle=True),
+                        ))
                         running[task] = (share, worker)
                 if running:
                     stuck_since = None
@@ -230,75 +230,6 @@ class Dispatcher:
         tried = list(job.queue.excluded.values())
         cause = "; ".join(tried) if tried else "no worker was online"
         return f"share(s) {', '.join(missing)} could not be delivered within {timeout:.0f}s: {cause}"
-
-    # --- one share on one worker ----------------------------------------------------------
-
-    async def _run_share(self, job: Job, share: Share, client: WorkerClient) -> dict[str, np.ndarray]:
-        """Queues a share on a stock worker, watches it, and fetches its images."""
-        assert job.plan is not None
-        client_id = f"distributed-{job.job_id[:12]}-{share.index}-{uuid.uuid4().hex[:6]}"
-        heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
-        prompt_id: str | None = None
-        try:
-            async with client.events(client_id, heartbeat) as messages:
-                prompt_id = await client.submit(job.plan.share_prompt(share.index), client_id)
-                try:
-                    await self._watch(job, share, client, messages, prompt_id)
-                except WorkerLost:
-                    if await self._finished_in_history(client, prompt_id) is None:
-                        raise
-            entry = await self._settled_history(client, prompt_id)
-            return await gather.fetch_outputs(client, entry, job.plan.collector_ids)
-        except BaseException:
-            if prompt_id is not None:
-                cleanup = asyncio.ensure_future(client.cancel(prompt_id))
-                self._cleanups.add(cleanup)
-                cleanup.add_done_callback(self._cleanups.discard)
-            raise
-
-    async def _watch(self, job: Job, share: Share, client: WorkerClient, messages, prompt_id: str) -> None:
-        async for message in messages:
-            owner = message.data.get("prompt_id")
-            if owner is not None and owner != prompt_id:
-                continue
-            if message.type == "execution_error":
-                raise WorkerFailed(client.name, describe_execution_error(message.data))
-            if message.type == "execution_interrupted":
-                raise WorkerFailed(client.name, "the run was interrupted on the worker")
-            if message.type == "execution_success":
-                return
-            if message.type == "executing" and owner == prompt_id and message.data.get("node") is None:
-                return
-            if message.type == "progress":
-                share.progress = {"value": message.data.get("value"), "max": message.data.get("max"), "node": message.data.get("node")}
-                self._publish(job, throttle=True)
-            elif message.type == "executing" and owner == prompt_id:
-                share.progress = {"value": 0, "max": 1, "node": message.data.get("node")}
-                self._publish(job, throttle=True)
-        raise WorkerLost(client.name, "websocket ended")
-
-    async def _finished_in_history(self, client: WorkerClient, prompt_id: str) -> dict | None:
-        try:
-            entry = await client.history(prompt_id)
-        except WorkerUnavailable:
-            return None
-        return entry if entry and entry.get("status", {}).get("completed") is not None else None
-
-    async def _settled_history(self, client: WorkerClient, prompt_id: str) -> dict:
-        """The history entry; ComfyUI writes it just after it reports success, so wait briefly."""
-        deadline = time.monotonic() + HISTORY_SETTLE_SECONDS
-        while True:
-            entry = await client.history(prompt_id)
-            if entry is not None:
-                status = entry.get("status") or {}
-                if status.get("status_str") == "error" or status.get("completed") is False:
-                    messages = [m for m in status.get("messages", []) if isinstance(m, list) and m and m[0] == "execution_error"]
-                    cause = describe_execution_error(messages[0][1]) if messages else "the run ended with an error"
-                    raise WorkerFailed(client.name, cause)
-                return entry
-            if time.monotonic() > deadline:
-                raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")
-            await asyncio.sleep(0.05)
 
     # --- bookkeeping ----------------------------------------------------------------------
 

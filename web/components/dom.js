@@ -78,7 +78,7 @@ export function toggleSwitch({ label, checked, onChange, hint = null, hideLabel 
   input.addEventListener("change", () => onChange(input.checked, input));
   const root = h(
     "label",
-    { class: ["dgpu-switch", hideLabel ? "dgpu-switch-bare" : null], title: hint ?? label },
+    { class: "dgpu-switch", title: hint ?? label },
     input,
     h("span", { class: "dgpu-switch-track", "aria-hidden": "true" }),
     h("span", { class: hideLabel ? "dgpu-visually-hidden" : "dgpu-switch-label", text: label }),

@@ -22,7 +22,8 @@ export function createMasterCard({ store }) {
     },
   });
   const role = h("p", { class: "dgpu-status" });
-  const address = h("p", { class: "dgpu-meta dgpu-address" });
+  const addressText = h("span", { class: "dgpu-mono" });
+  const address = h("p", { class: "dgpu-meta dgpu-address" }, h("span", { text: "This ComfyUI" }), " · ", addressText);
   const device = h("p", { class: "dgpu-meta" });
   const el = h(
     "article",
@@ -31,7 +32,7 @@ export function createMasterCard({ store }) {
       "div",
       { class: "dgpu-card-head" },
       h("span", { class: "dgpu-dot dgpu-dot-online", "aria-hidden": "true" }),
-      h("div", { class: "dgpu-card-heading" }, h("h3", { class: "dgpu-card-title", text: "Master" }), h("span", { class: "dgpu-badge", text: "This ComfyUI" })),
+      h("div", { class: "dgpu-card-heading" }, h("h3", { class: "dgpu-card-title", text: "Master" })),
       participate.root,
     ),
     address,
@@ -44,7 +45,8 @@ export function createMasterCard({ store }) {
     if (document.activeElement !== participate.input) participate.input.checked = Boolean(master.participate);
     participate.root.title = "Render a share on the master too (off: only orchestrate and collect)";
     role.textContent = master.participate ? "Renders a share of each run" : "Orchestrates only";
-    address.textContent = master.host ? `${master.host} (as workers see it)` : window.location.host;
+    addressText.textContent = master.host || window.location.host;
+    address.title = master.host ? "The master's address as workers see it" : "";
     const deviceText = describeDevice(state.masterDevice ?? {});
     const cuda = master.cuda_device !== null && master.cuda_device !== undefined ? `CUDA ${master.cuda_device}` : null;
     device.textContent = [cuda, deviceText].filter(Boolean).join(" · ");

@@ -21,7 +21,8 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
 
   const dot = h("span", { class: "dgpu-dot", "aria-hidden": "true" });
   const name = h("h3", { class: "dgpu-card-title" });
-  const typeBadge = h("span", { class: "dgpu-badge" });
+  const typeLabel = h("span", { class: "dgpu-type" });
+  const addressText = h("span", { class: "dgpu-mono" });
   const enabled = toggleSwitch({
     label: "Enabled",
     checked: worker.enabled,
@@ -30,7 +31,7 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
       input.checked = worker.enabled;
     }),
   });
-  const address = h("p", { class: "dgpu-meta dgpu-address" });
+  const address = h("p", { class: "dgpu-meta dgpu-address" }, typeLabel, " · ", addressText);
   const device = h("p", { class: "dgpu-meta" });
   const status = h("p", { class: "dgpu-status" });
   const feedback = h("p", { class: "dgpu-test-result", role: "status", hidden: true });
@@ -55,7 +56,7 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
   const el = h(
     "article",
     { class: "dgpu-card dgpu-worker", "aria-label": `Worker ${worker.name}` },
-    h("div", { class: "dgpu-card-head" }, dot, h("div", { class: "dgpu-card-heading" }, name, typeBadge), enabled.root),
+    h("div", { class: "dgpu-card-head" }, dot, h("div", { class: "dgpu-card-heading" }, name), enabled.root),
     address,
     device,
     status,
@@ -136,11 +137,11 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
     dot.className = `dgpu-dot dgpu-dot-${described.tone}`;
     name.textContent = worker.name;
     name.title = worker.name;
-    typeBadge.textContent = WORKER_TYPE_LABELS[worker.type] ?? worker.type;
+    typeLabel.textContent = WORKER_TYPE_LABELS[worker.type] ?? worker.type;
     if (document.activeElement !== enabled.input) enabled.input.checked = Boolean(worker.enabled);
     enabled.root.title = worker.enabled ? "Enabled: takes shares of distributed runs" : "Disabled: never used";
-    address.textContent = workerAddress(worker);
-    address.title = address.textContent;
+    addressText.textContent = workerAddress(worker);
+    address.title = addressText.textContent;
     const deviceText = describeDevice(worker.status ?? {});
     const isLocal = worker.type === "local";
     const cuda = isLocal && worker.cuda_device !== null && worker.cuda_device !== undefined ? `CUDA ${worker.cuda_device}` : null;
