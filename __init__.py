@@ -14,17 +14,35 @@ NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 
 if "server" in sys.modules and hasattr(sys.modules["server"], "PromptServer"):
+    import os
+    from itertools import chain
     from pathlib import Path
 
+    import folder_paths
+    from comfy.cli_args import args
     from server import PromptServer
 
     from . import nodes
-    from .distributed.app import DistributedApp
+    from .distributed.app import DistributedApp, MasterPaths
+    from .distributed.processes import WORKER_ID_ENV, MasterLayout
 
     NODE_CLASS_MAPPINGS = nodes.NODE_CLASS_MAPPINGS
     NODE_DISPLAY_NAME_MAPPINGS = nodes.NODE_DISPLAY_NAME_MAPPINGS
-    _application = DistributedApp(PromptServer.instance, Path(__file__).resolve().parent)
-    _application.install()
-    nodes.bind(_application)
+    # A local worker loads the master's custom nodes too; there the extension must not act as a
+    # master (no registry, no workers of its own): its nodes pass images through.
+    if not os.environ.get(WORKER_ID_ENV):
+        _application = DistributedApp(PromptServer.instance, MasterPaths(
+            extension_dir=Path(__file__).resolve().parent,
+            layout=MasterLayout(
+                main_py=Path(sys.modules["__main__"].__file__).resolve(),
+                base_directory=Path(folder_paths.base_path),
+                extra_model_paths_configs=tuple(Path(p) for p in chain(*(args.extra_model_paths_config or []))),
+                device_args=("--cpu",) if args.cpu else (),
+            ),
+            user_dir=Path(folder_paths.get_user_directory()),
+            port=args.port,
+        ))
+        _application.install()
+        nodes.bind(_application)
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

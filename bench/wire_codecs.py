@@ -7,7 +7,7 @@ then the per-image total at loopback (raw and zlib measured end to end through t
 route and `read_stream`, in one process; png/webp modelled with the measured loopback bandwidth),
 and modelled at 1 Gbit/s and 100 Mbit/s as encode + bytes/bandwidth + decode, without overlap.
 "png1" is what a stock worker's PreviewImage costs (PNG level 1, decoded on the master);
-"webp" is lossless WebP at its fastest method. PNG/WebP are timed on 4 images (their cost per image
+"webp" is lossless WebP at its fastest method. PNG/WebP are timed on 2 images (their cost per image
 does not depend on the batch). "stall" is the event loop's worst lateness during the fetch, with
 server and client sharing one loop.
 """
@@ -32,7 +32,7 @@ from distributed import wire
 from distributed.result_store import RESULTS_PATH, ResultStore, make_results_handler
 
 LINKS = {"1Gbit": 1e9 / 8, "100Mbit": 100e6 / 8}
-IMAGE_CODEC_SAMPLE = 4
+IMAGE_CODEC_SAMPLE = 2
 
 
 def content(kind: str, batch: int, size: int, dtype: str = "uint8", seed: int = 0) -> np.ndarray:

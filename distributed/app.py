@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,45 +20,115 @@ from . import routes
 from .bridge import run_on_loop
 from .client import ClientPool
 from .dispatch import Dispatcher, Job
-from .errors import WorkerUnavailable
+from .errors import DistributedError, WorkerUnavailable
 from .events import Events
+from .gpus import discover_gpus, first_launch_workers
 from .health import HealthMonitor
-from .models import RegistryFile, WorkerConfig
+from .models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus
 from .planner import COLLECTOR_CLASS, JOB_INPUT, has_collector
+from .processes import LocalWorkerManager, MasterLayout
 from .registry import Registry
+from .routes_processes import add_process_routes
 
 logger = logging.getLogger(__name__)
 
 WORKERS_FILE_ENV = "DISTRIBUTED_WORKERS_FILE"
+STATE_DIR_ENV = "DISTRIBUTED_STATE_DIR"
 REGISTRY_POLL_SECONDS = 1.0
+PROCESS_STATES_SHOWN = (WorkerState.LAUNCHING, WorkerState.ERROR)
+"""Process states that speak for a local worker; otherwise its health checks do."""
+
+
+@dataclass(frozen=True)
+class MasterPaths:
+    """Where this ComfyUI lives, as local workers need to know it."""
+
+    extension_dir: Path
+    layout: MasterLayout
+    user_dir: Path
+    port: int
 
 
 class DistributedApp:
     """Everything the extension runs on the master, built around one ComfyUI PromptServer."""
 
-    def __init__(self, server: Any, extension_dir: Path) -> None:
+    def __init__(self, server: Any, paths: MasterPaths) -> None:
         self._server = server
-        self.registry = Registry(Path(os.environ.get(WORKERS_FILE_ENV) or extension_dir / "workers.json"))
+        self._port = paths.port
+        self.registry = Registry(Path(os.environ.get(WORKERS_FILE_ENV) or paths.extension_dir / "workers.json"))
         self.events = Events(server.send_sync)
         self.clients = ClientPool()
         self.health = HealthMonitor(self.registry, self.clients, self.events)
         self.dispatcher = Dispatcher(self.registry, self.health, self.clients, self.events)
+        self.processes = LocalWorkerManager(
+            paths.layout,
+            Path(os.environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu"),
+            on_state=self._on_process_state,
+            stop_on_exit=lambda: self.registry.snapshot().settings.stop_workers_on_exit,
+        )
+        self._process_states: dict[str, WorkerStatus] = {}
+        self.health.set_override(self._process_states.get)
         self.registry.subscribe(lambda config: self.events.registry_changed(self.snapshot()))
 
     def install(self) -> None:
         """Registers the on-prompt hook, the routes and the background tasks with ComfyUI."""
+        self.processes.hold_lease()  # early: workers of a previous master are waiting for it
         self._server.add_on_prompt_handler(self.on_prompt)
         routes.register(self._server.routes, self)
+        add_process_routes(self._server.routes, self.processes, self.registry.worker, routes.guard,
+                           status_json=lambda worker_id: self.health.status(worker_id).as_json())
         self._server.app.cleanup_ctx.append(self._background_tasks)
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
+        await self._start_local_workers()
         tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self._watch_registry())]
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.health.stop()
+        await self.processes.close()
         await self.clients.close()
+
+    async def _start_local_workers(self) -> None:
+        """First launch adds a local worker per spare GPU; then adopt running ones and auto-launch."""
+        self._seed_local_workers()
+        config = self.registry.snapshot()
+        local = [worker for worker in config.workers if worker.type == "local"]
+        await self.processes.start(local)
+        if config.settings.auto_launch:
+            for worker in local:
+                if worker.enabled:
+                    try:
+                        await self.processes.launch(worker)
+                    except DistributedError as error:
+                        logger.error("Could not launch local worker %s: %s", worker.name, error)
+
+    def _seed_local_workers(self) -> None:
+        config = self.registry.snapshot()
+        if config.local_workers_seeded or config.workers or self.registry.error:
+            return
+        inventory = discover_gpus()
+        if inventory.problem:
+            return  # retried at the next start, once a driver is there
+        taken = {self._port}
+        workers = first_launch_workers(inventory.gpus, config.master.cuda_device, taken)
+
+        def seed(current: RegistryFile) -> RegistryFile:
+            current.workers.extend(workers)
+            current.local_workers_seeded = True
+            return current
+
+        self.registry.update(seed)
+        logger.info("First launch: added %d local worker(s), one per spare GPU", len(workers))
+
+    def _on_process_state(self, worker_id: str, state: WorkerState, error: str | None) -> None:
+        """The process manager's view of a local worker; health checks take over once it answers."""
+        if state in PROCESS_STATES_SHOWN:
+            self._process_states[worker_id] = WorkerStatus(state, error=error)
+        else:
+            self._process_states.pop(worker_id, None)
+        self.events.worker_status(worker_id, self.health.status(worker_id))
 
     async def _watch_registry(self) -> None:
         """Notices hand edits of workers.json within a second, even when nothing reads it."""
@@ -124,5 +195,8 @@ class DistributedApp:
             await pool.close()
 
     async def before_worker_removed(self, worker_id: str) -> None:
-        """Hook for services that hold per-worker resources."""
+        """Stops a local worker's process and drops the connections held for a worker."""
+        if self.registry.worker(worker_id).type == "local":
+            await self.processes.stop(worker_id)
+        self._process_states.pop(worker_id, None)
         await self.clients.forget(worker_id)

@@ -28,6 +28,15 @@ TICK_SECONDS = 0.25
 StatusOverride = Callable[[str], WorkerStatus | None]
 
 
+def _devices(stats: dict) -> tuple[dict, ...]:
+    """The devices of a /system_stats answer, reduced to what the panel shows."""
+    devices = stats.get("devices")
+    if not isinstance(devices, list):
+        return ()
+    keys = ("name", "type", "index", "vram_total", "vram_free")
+    return tuple({key: device.get(key) for key in keys} for device in devices if isinstance(device, dict))
+
+
 def _reportable(status: WorkerStatus) -> tuple:
     return (status.state, status.queue_remaining, status.error, status.device_name)
 
@@ -90,24 +99,32 @@ class HealthMonitor:
         client = self._clients.client(worker)
         try:
             stats = await client.system_stats(PROBE_READ_TIMEOUT)
+            started = time.monotonic()
             queue = await client.queue_remaining(PROBE_READ_TIMEOUT)
+            round_trip_ms = (time.monotonic() - started) * 1000
         except WorkerUnavailable as error:
             failures = self._failures.get(worker.id, 0) + 1
             self._failures[worker.id] = failures
-            status = WorkerStatus(WorkerState.OFFLINE, error=error.cause, checked_at=time.time())
+            # A refused token or certificate will not fix itself: shown as an error, not as offline.
+            state = WorkerState.ERROR if error.stage in ("auth", "tls") else WorkerState.OFFLINE
+            status = WorkerStatus(state, error=error.cause, checked_at=time.time())
             interval = min(self._interval() * (2 ** min(failures, 8)), MAX_BACKOFF_SECONDS)
         else:
             self._failures[worker.id] = 0
-            device = (stats.get("devices") or [{}])[0] if isinstance(stats.get("devices"), list) else {}
+            devices = _devices(stats)
+            first = devices[0] if devices else {}
             system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
             status = WorkerStatus(
                 WorkerState.BUSY if queue > 0 else WorkerState.ONLINE,
                 queue_remaining=queue,
-                device_name=device.get("name"),
-                vram_total=device.get("vram_total"),
-                vram_free=device.get("vram_free"),
+                device_name=first.get("name"),
+                vram_total=first.get("vram_total"),
+                vram_free=first.get("vram_free"),
                 comfyui_version=system.get("comfyui_version"),
                 checked_at=time.time(),
+                os=system.get("os") if isinstance(system.get("os"), str) else None,
+                round_trip_ms=round(round_trip_ms, 1),
+                devices=devices,
             )
             interval = self._interval()
         if self._is_enabled(worker.id):

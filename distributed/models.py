@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -62,6 +62,17 @@ class WorkerConfig(_Strict):
     enabled: bool = True
     cuda_device: int | None = Field(None, ge=0, description="Local workers: the GPU index given as CUDA_VISIBLE_DEVICES.")
     extra_args: str = Field("", max_length=2000, description="Local workers: extra ComfyUI command-line arguments.")
+    auth_token: str | None = Field(
+        None, max_length=4096,
+        description="Sent as `Authorization: Bearer <token>` on every request and the websocket (a worker behind an auth proxy).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers sent on every request and the websocket (e.g. a tunnel's access keys).",
+    )
+    tls_verify: bool = Field(True, description="Verify the worker's TLS certificate. Turning this off is logged and shown as a warning.")
+    tls_ca_file: str | None = Field(
+        None, max_length=4096, description="Path of a PEM CA bundle trusted for this worker, for self-signed or private certificates.",
+    )
 
     @field_validator("host")
     @classmethod
@@ -79,6 +90,16 @@ class WorkerConfig(_Strict):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("url must be an absolute http:// or https:// address")
         return value.rstrip("/")
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_is_real(cls, value: str | None) -> str | None:
+        return _check_secret(value, "the token") if value else None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_sendable(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_headers(value)
 
     @model_validator(mode="after")
     def _address_is_complete(self) -> WorkerConfig:
@@ -137,6 +158,10 @@ class WorkerCreate(_Strict):
     enabled: bool = True
     cuda_device: int | None = Field(None, ge=0)
     extra_args: str = ""
+    auth_token: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
 
 
 class WorkerPatch(_Strict):
@@ -150,6 +175,81 @@ class WorkerPatch(_Strict):
     enabled: bool | None = None
     cuda_device: int | None = Field(None, ge=0)
     extra_args: str | None = None
+    auth_token: str | None = Field(None, description="A masked value (as GET returns it) keeps the stored token; null removes it.")
+    headers: dict[str, str] | None = Field(None, description="Masked values keep the stored ones; headers left out are removed.")
+    tls_verify: bool | None = None
+    tls_ca_file: str | None = None
+
+
+# --- secrets: what the API shows and how a round trip keeps them -------------------------------
+
+MASK = "\u2022\u2022\u2022\u2022"
+"""Prefix of a masked secret ("••••abcd"). A real secret never starts with it (refused on input), so
+a masked value coming back in a PATCH can only mean "keep what is stored"."""
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+
+
+def mask_secret(secret: str) -> str:
+    """Shows at most the last 4 characters, and none of a short secret."""
+    return MASK + secret[-4:] if len(secret) >= 12 else MASK
+
+
+def _check_secret(value: str, what: str) -> str:
+    if value.startswith(MASK):
+        raise ValueError(f"{what} looks like a masked value; enter the real secret")
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError(f"{what} must not contain line breaks")
+    return value
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+        if name.lower() in ("host", "content-length", "transfer-encoding", "connection", "upgrade"):
+            raise ValueError(f"header {name} is set by the connection itself and cannot be configured")
+        _check_secret(value, f"the value of header {name}")
+    return headers
+
+
+def tls_warning(worker: WorkerConfig) -> str | None:
+    """The warning a worker's TLS settings deserve, or None."""
+    if not worker.tls_verify and worker.base_url.startswith("https:"):
+        return "TLS certificate verification is off: anyone on the network path can read and change this worker's traffic"
+    return None
+
+
+def public_view(worker: WorkerConfig) -> dict[str, Any]:
+    """A worker as the API shows it: secrets masked, plus `warnings` a user should see."""
+    view = worker.model_dump(mode="json")
+    if worker.auth_token:
+        view["auth_token"] = mask_secret(worker.auth_token)
+    view["headers"] = {name: mask_secret(value) for name, value in worker.headers.items()}
+    warning = tls_warning(worker)
+    view["warnings"] = [warning] if warning else []
+    return view
+
+
+def keep_masked_secrets(current: WorkerConfig, changes: dict[str, Any]) -> dict[str, Any]:
+    """PATCH changes with masked secrets replaced by the stored values they stand for.
+
+    The panel edits the masked view; sending a masked value back unchanged keeps the secret, a new
+    value replaces it, null (or a header left out) removes it.
+    """
+    kept = dict(changes)
+    token = kept.get("auth_token")
+    if isinstance(token, str) and token.startswith(MASK) and current.auth_token and token == mask_secret(current.auth_token):
+        kept["auth_token"] = current.auth_token
+    if "headers" in kept and kept["headers"] is None:
+        kept["headers"] = {}
+    headers = kept.get("headers")
+    if isinstance(headers, dict):
+        kept["headers"] = {
+            name: current.headers[name]
+            if isinstance(value, str) and name in current.headers and value == mask_secret(current.headers[name]) else value
+            for name, value in headers.items()
+        }
+    return kept
 
 
 class MasterPatch(_Strict):
@@ -200,6 +300,12 @@ class WorkerStatus:
     vram_free: int | None = None
     comfyui_version: str | None = None
     checked_at: float | None = None
+    os: str | None = None
+    """The worker's `os.name` ("posix", "nt"): file names sent to an "nt" worker use backslashes."""
+    round_trip_ms: float | None = None
+    """Time of the last light request (GET /prompt), network and server together."""
+    devices: tuple[dict[str, Any], ...] = ()
+    """Every device the worker reports: name, type, vram_total, vram_free."""
 
     def as_json(self) -> dict:
         return {
@@ -211,6 +317,9 @@ class WorkerStatus:
             "vram_free": self.vram_free,
             "comfyui_version": self.comfyui_version,
             "checked_at": self.checked_at,
+            "os": self.os,
+            "round_trip_ms": self.round_trip_ms,
+            "devices": [dict(device) for device in self.devices],
         }
 
 

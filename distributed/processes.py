@@ -71,6 +71,8 @@ class MasterLayout:
     main_py: Path
     base_directory: Path
     extra_model_paths_configs: tuple[Path, ...] = ()
+    device_args: tuple[str, ...] = ()
+    """The master's device flags that workers follow (e.g. --cpu on a machine without a GPU)."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def worker_command(
     ]
     if layout.extra_model_paths_configs:
         command += ["--extra-model-paths-config", *(str(path) for path in layout.extra_model_paths_configs)]
-    return command + extra
+    return command + list(layout.device_args) + extra
 
 
 def worker_env(worker: WorkerConfig, base_env: dict[str, str]) -> dict[str, str]:

@@ -1,35 +1,94 @@
-"""Runs one share on one stock worker: open its websocket, queue the prompt, watch, fetch the images.
+"""Runs one share on one stock worker: prepare, open its websocket, queue the prompt, watch, fetch the images.
+
+Preparing comes first: the worker's `/object_info` (cached a short while) tells which input files to
+upload (`media`) and whether it has every node class and model file the prompt names (`preflight`);
+a worker that lacks one is refused with WorkerRejected naming them, before anything is queued.
 
 The websocket is opened with our own client id before the prompt is queued, so no event of the run
 can be missed; ComfyUI sends progress only to the client that queued the prompt. Its heartbeat tells
-a frozen or cut-off worker from a long-running node. Whatever ends a share early (an error, the job
+a frozen or cut-off worker from a long-running node. When the websocket drops while the worker still
+answers HTTP (a proxy or tunnel closing idle or long connections), the share is not given up: the
+worker's `/history` and `/queue` say whether the prompt finished or is still there, and the websocket
+is reopened with the same client id. While the websocket is quiet, `/history` is checked now and then,
+so a finish whose event was lost is still noticed. Whatever ends a share early (an error, the job
 being cancelled, an interrupt on the master), the prompt is removed from the worker in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import gather
-from .client import Message, WorkerClient, describe_execution_error
-from .errors import WorkerFailed, WorkerLost, WorkerUnavailable
+from . import gather, preflight
+from .client import EventStream, WorkerClient, describe_execution_error
+from .errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
 from .graph import Prompt
+from .media import MediaUploader
 from .registry import Registry
 from .scheduler import Share
 
+logger = logging.getLogger(__name__)
+
 HISTORY_SETTLE_SECONDS = 10.0
+QUIET_CHECK_SECONDS = 5.0
+"""A websocket silent this long has `/history` checked, in case the finish event was lost."""
+MAX_RECONNECTS = 5
+RECONNECT_BACKOFF_SECONDS = 0.5
+OBJECT_INFO_TTL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class _ObjectInfo:
+    info: dict[str, Any]
+    fetched_at: float
+    """Wall-clock time the worker answered, compared with upload times by `media`."""
+
+
+class ObjectInfoCache:
+    """Each worker's `/object_info`, kept a minute: it is large, and shares of one job come together."""
+
+    def __init__(self, ttl: float = OBJECT_INFO_TTL_SECONDS) -> None:
+        self._ttl = ttl
+        self._entries: dict[str, _ObjectInfo] = {}
+        self._fetches: dict[str, asyncio.Task[_ObjectInfo]] = {}
+
+    async def get(self, client: WorkerClient, fresh: bool = False) -> tuple[_ObjectInfo, bool]:
+        """(object info, whether it came from the cache); one fetch at a time per worker."""
+        key = f"{client.worker.id}@{client.worker.base_url}"
+        entry = self._entries.get(key)
+        if entry is not None and not fresh and time.time() - entry.fetched_at < self._ttl:
+            return entry, True
+        task = self._fetches.get(key)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._fetch(client))
+            self._fetches[key] = task
+        entry = await asyncio.shield(task)
+        self._entries[key] = entry
+        return entry, False
+
+    async def _fetch(self, client: WorkerClient) -> _ObjectInfo:
+        info = await client.object_info()
+        return _ObjectInfo(info, time.time())
 
 
 class ShareRunner:
-    """Runs shares on stock workers; holds the background cancellations it sends."""
+    """Runs shares on stock workers; holds per-worker caches and the background cancellations it sends.
 
-    def __init__(self, registry: Registry) -> None:
+    `input_dir` is the master's input folder; without it, input files are left to the worker's own.
+    """
+
+    def __init__(self, registry: Registry, input_dir: Path | None = None) -> None:
         self._registry = registry
+        self._object_info = ObjectInfoCache()
+        self._media = MediaUploader(input_dir)
         self._cleanups: set[asyncio.Task] = set()
         """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
 
@@ -37,17 +96,28 @@ class ShareRunner:
         self, prompt: Prompt, collector_ids: tuple[str, ...], share: Share, client: WorkerClient, on_progress: Callable[[], None]
     ) -> dict[str, np.ndarray]:
         """Queues a share's prompt on a stock worker, watches it, and fetches its images per collector."""
+        prompt = await self.prepare(prompt, client)
         client_id = f"distributed-{share.index}-{uuid.uuid4().hex[:12]}"
         heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
         prompt_id: str | None = None
         try:
-            async with client.events(client_id, heartbeat) as messages:
+            async with client.events(client_id, heartbeat) as stream:
                 prompt_id = await client.submit(prompt, client_id)
+                finished = await self._watch_or_drop(share, client, stream, prompt_id, on_progress)
+            reconnects = 0
+            while finished is not None:
+                if await self._reconcile(client, prompt_id, finished, heartbeat):
+                    break
+                reconnects += 1
+                if reconnects > MAX_RECONNECTS:
+                    raise WorkerLost(client.name, f"websocket dropped {reconnects} times during one share: {finished.cause}")
+                logger.info("Websocket to %s dropped mid-run (%s); reconnecting", client.name, finished.cause)
+                await asyncio.sleep(RECONNECT_BACKOFF_SECONDS * (reconnects - 1))
                 try:
-                    await self._watch(share, client, messages, prompt_id, on_progress)
-                except WorkerLost:
-                    if await self._finished_in_history(client, prompt_id) is None:
-                        raise
+                    async with client.events(client_id, heartbeat) as stream:
+                        finished = await self._watch_or_drop(share, client, stream, prompt_id, on_progress)
+                except WorkerUnavailable as error:
+                    finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
             entry = await self._settled_history(client, prompt_id)
             return await gather.fetch_outputs(client, entry, collector_ids)
         except BaseException:
@@ -57,10 +127,41 @@ class ShareRunner:
                 cleanup.add_done_callback(self._cleanups.discard)
             raise
 
+    async def prepare(self, prompt: Prompt, client: WorkerClient) -> Prompt:
+        """The share's prompt as this worker must get it: input files uploaded, file names in its spelling.
+
+        Raises WorkerRejected naming every node class and file the worker lacks. A miss seen in cached
+        object info is checked again against a fresh copy (a model may have been added meanwhile).
+        """
+        info, cached = await self._object_info.get(client)
+        review = preflight.review(prompt, info.info)
+        if review.problem() and cached:
+            info, _ = await self._object_info.get(client, fresh=True)
+            review = preflight.review(prompt, info.info)
+        problem = review.problem()
+        if problem:
+            raise WorkerRejected(client.name, problem)
+        return await self._media.prepare(review.prompt, info.info, info.fetched_at, client)
+
+    async def _watch_or_drop(
+        self, share: Share, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: Callable[[], None]
+    ) -> WorkerLost | None:
+        """Follows the run until it ends (None) or the websocket is lost (the WorkerLost, to reconcile)."""
+        try:
+            await self._watch(share, client, stream, prompt_id, on_progress)
+        except WorkerLost as error:
+            return error
+        return None
+
     async def _watch(
-        self, share: Share, client: WorkerClient, messages: AsyncIterator[Message], prompt_id: str, on_progress: Callable[[], None]
+        self, share: Share, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: Callable[[], None]
     ) -> None:
-        async for message in messages:
+        while True:
+            message = await stream.receive(QUIET_CHECK_SECONDS)
+            if message is None:
+                if await self._finished_in_history(client, prompt_id) is not None:
+                    return
+                continue
             owner = message.data.get("prompt_id")
             if owner is not None and owner != prompt_id:
                 continue
@@ -75,15 +176,34 @@ class ShareRunner:
             if message.type == "progress":
                 share.progress = {"value": message.data.get("value"), "max": message.data.get("max"), "node": message.data.get("node")}
                 on_progress()
-            elif message.type == "executing" and owner == prompt_id:
+            elif message.type == "executing" and message.data.get("node") is not None:
                 share.progress = {"value": 0, "max": 1, "node": message.data.get("node")}
                 on_progress()
-        raise WorkerLost(client.name, "websocket ended")
 
-    async def _finished_in_history(self, client: WorkerClient, prompt_id: str) -> dict | None:
+    async def _reconcile(self, client: WorkerClient, prompt_id: str, lost: WorkerLost, read_timeout: float) -> bool:
+        """After a websocket drop: True when the prompt finished, False when it is still queued there.
+
+        Raises `lost` itself when the worker does not answer HTTP either (it froze or died, which is
+        what the heartbeat said), and WorkerLost when the worker no longer knows the prompt.
+        """
         try:
-            entry = await client.history(prompt_id)
+            if await self._finished_in_history(client, prompt_id, read_timeout, strict=True) is not None:
+                return True
+            if prompt_id in await client.queued_prompt_ids(read_timeout):
+                return False
+            if await self._finished_in_history(client, prompt_id, read_timeout, strict=True) is not None:
+                return True
         except WorkerUnavailable:
+            raise lost from None
+        raise WorkerLost(client.name, f"lost the prompt after its websocket dropped ({lost.cause}); was it restarted?")
+
+    async def _finished_in_history(self, client: WorkerClient, prompt_id: str, read_timeout: float | None = None,
+                                   strict: bool = False) -> dict | None:
+        try:
+            entry = await client.history(prompt_id, read_timeout) if read_timeout else await client.history(prompt_id)
+        except WorkerUnavailable:
+            if strict:
+                raise
             return None
         return entry if entry and entry.get("status", {}).get("completed") is not None else None
 
@@ -102,4 +222,3 @@ class ShareRunner:
             if time.monotonic() > deadline:
                 raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")
             await asyncio.sleep(0.05)
-

@@ -58,6 +58,7 @@ _STORED, _DEFLATE = 0, 1
 _SAMPLE_SLICES = 8
 _SAMPLE_SLICE = 8 << 10
 _INCOMPRESSIBLE = 0.9
+_UNDELTA_ROWS = 1 << 15
 
 
 class WireError(BadResult):
@@ -163,6 +164,16 @@ def _delta(block: np.ndarray, stride: int) -> np.ndarray:
     out[:stride] = block[:stride]
     np.subtract(block[stride:], block[:-stride], out=out[stride:])
     return out
+
+
+def _undelta(source: np.ndarray, target: np.ndarray, stride: int) -> None:
+    """Running sum in slices: numpy holds the GIL through a cumsum (~20 ms per 4 MB), stalling the loop."""
+    rows_in, rows_out = source.reshape(-1, stride), target.reshape(-1, stride)
+    for start in range(0, len(rows_in), _UNDELTA_ROWS):
+        piece = rows_out[start : start + _UNDELTA_ROWS]
+        np.cumsum(rows_in[start : start + _UNDELTA_ROWS], axis=0, dtype=np.uint8, out=piece)
+        if start:
+            np.add(piece, rows_out[start - 1], out=piece)
 
 
 def _shuffle(block: np.ndarray, itemsize: int) -> np.ndarray:
@@ -342,8 +353,7 @@ class Decoder:
         if itemsize > 1:
             target.reshape(-1, itemsize)[:] = scratch.reshape(itemsize, -1).T
         else:
-            stride = _filter_stride(self.header.dtype, self.header.shape)
-            np.cumsum(scratch.reshape(-1, stride), axis=0, dtype=np.uint8, out=target.reshape(-1, stride))
+            _undelta(scratch, target, _filter_stride(self.header.dtype, self.header.shape))
         self._crc = zlib.crc32(target, self._crc)
         self._pos += self._block_len
         self._inflater = None
@@ -385,8 +395,8 @@ class ChunkSource(Protocol):
 async def read_stream(content: ChunkSource, decoder: Decoder, *, batch_bytes: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
     """Feeds a response body to `decoder` and returns the array; all decoding runs off the loop.
 
-    Even raw copies go to a thread: writing 4 MB into a fresh array costs ~13 ms of page faults
-    here (0.4 ms once the pages exist), too long for the event loop. Received pieces are batched,
+    Even raw copies go to a thread: writing 4 MB into a fresh array measured 1.5-13 ms here,
+    mostly page faults (0.4 ms once the pages exist), too long for the event loop on a busy host. Received pieces are batched,
     and one batch is decoded while the next is read, so the network and the copy overlap.
     """
     pending: asyncio.Future[None] | None = None
@@ -429,13 +439,13 @@ class CodecCost:
         return self.ratio / bandwidth_bytes_per_s + 1 / self.encode_bytes_per_s + 1 / self.decode_bytes_per_s
 
 
-# Measured 2026-05 on the project's 2-core CI VM with bench/wire_codecs.py, on a "photo-like" 2048x2048
-# uint8 image (smooth field plus sigma=3 noise; generated images behave alike). Raw still costs a
-# copy into fresh memory on each side (page faults, ~300 MB/s). Noise makes zlib store its blocks
-# (ratio 1, ~2 GB/s), so the photo-like figures are the conservative ones.
+# Measured 2026-11-22 on the project's shared 2-core VM, in CPU seconds (the VM was loaded, so wall
+# times were not trustworthy), on "photo-like" 2048x2048 uint8 images (smooth field plus sigma=3 grain,
+# as in bench/wire_codecs.py; generated images behave alike). Noise makes zlib store its blocks (ratio
+# 1, ~1.7 GB/s); float32 shuffles to ratio ~0.76 at ~54 MB/s, so pass a float table for float results.
 DEFAULT_CODEC_COSTS: Mapping[str, CodecCost] = {
-    "raw": CodecCost(ratio=1.0, encode_bytes_per_s=3e9, decode_bytes_per_s=3e8),
-    "zlib": CodecCost(ratio=0.62, encode_bytes_per_s=6.5e7, decode_bytes_per_s=1.5e8),
+    "raw": CodecCost(ratio=1.0, encode_bytes_per_s=3e9, decode_bytes_per_s=2e9),
+    "zlib": CodecCost(ratio=0.62, encode_bytes_per_s=6.4e7, decode_bytes_per_s=1.2e8),
 }
 
 

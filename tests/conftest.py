@@ -14,7 +14,10 @@ import pytest
 
 from tests.harness import ComfyInstance, http_json, reset_dir, wait_until
 
-OUTPUT_ROOT = Path(os.environ.get("DISTRIBUTED_TEST_OUTPUT", Path(__file__).resolve().parent.parent / "test-output"))
+OUTPUT_ROOT = Path(
+    os.environ.get("DISTRIBUTED_TEST_OUTPUT") or Path(__file__).resolve().parent.parent / "test-output" / f"run-{os.getpid()}"
+)
+"""Logs, images and screenshots of this test run; one folder per run, so runs side by side never mix."""
 
 
 def pytest_configure(config: pytest.Config) -> None:

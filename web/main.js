@@ -19,12 +19,6 @@ function loadStylesheet() {
   document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href }));
 }
 
-/** The title the user gave a node in the open workflow, for progress lines. */
-function nodeTitle(nodeId) {
-  const node = app.graph?.getNodeById?.(Number(nodeId));
-  return node?.title ?? null;
-}
-
 app.registerExtension({
   name: "comfyui-distributed-gpu.panel",
   async setup() {
@@ -37,7 +31,7 @@ app.registerExtension({
     store.connect(api);
     store.refresh();
 
-    const panel = createPanel(store, { nodeTitle });
+    const panel = createPanel(store);
     app.extensionManager.registerSidebarTab({
       id: TAB_ID,
       icon: "pi pi-server",

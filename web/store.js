@@ -33,11 +33,14 @@ export class DistributedStore extends EventTarget {
       workers: [],
       masterDevice: null,
       job: null,
-      // ComfyUI's current prompt on the master; `outcome` is null while it runs, then done/failed.
-      masterRun: { active: false, promptId: null, progress: null, outcome: null, endedAt: null },
+      // The master's current ComfyUI prompt. `running` is null when only its progress was seen
+      // (its start and end events go to the tab that queued it); `outcome` is done or failed.
+      masterRun: { promptId: null, progress: null, running: null, outcome: null, endedAt: null },
     };
     this.refreshSeq = 0;
     this.source = null;
+    // The last pushed status per worker id: a push can overtake the HTTP answer that adds the worker.
+    this.pushedStatus = new Map();
     this.handlers = {
       [JOB_EVENTS.registryChanged]: (event) => this.applySnapshot(event.detail),
       [JOB_EVENTS.workerStatus]: (event) => this.applyWorkerStatus(event.detail),
@@ -113,18 +116,34 @@ export class DistributedStore extends EventTarget {
 
   applySnapshot(snapshot) {
     if (!snapshot || !Array.isArray(snapshot.workers)) return;
+    const ids = new Set(snapshot.workers.map((w) => w.id));
+    for (const workerId of this.pushedStatus.keys()) if (!ids.has(workerId)) this.pushedStatus.delete(workerId);
     Object.assign(this.state, {
       loaded: true,
       loadError: null,
       registryError: snapshot.registry_error ?? null,
       master: snapshot.master ?? this.state.master,
       settings: snapshot.settings ?? this.state.settings,
-      workers: snapshot.workers,
+      workers: snapshot.workers.map((w) => this.withNewestStatus(w)),
     });
     this.emitChange("snapshot");
   }
 
-  applyWorker(worker) {
+  /**
+   * The worker with the newer of its own status and the last one pushed for it. Statuses are only
+   * pushed on change, so an answer computed before a push but read after it would otherwise stick.
+   */
+  withNewestStatus(worker) {
+    const pushed = this.pushedStatus.get(worker.id);
+    const own = worker.status;
+    if (!pushed) return worker;
+    const ownNeverChecked = !own || own.state === "unknown";
+    const pushedIsNewer = own?.checked_at != null && pushed.checked_at != null && pushed.checked_at > own.checked_at;
+    return ownNeverChecked || pushedIsNewer ? { ...worker, status: pushed } : worker;
+  }
+
+  applyWorker(received) {
+    const worker = this.withNewestStatus(received);
     const index = this.state.workers.findIndex((w) => w.id === worker.id);
     if (index === -1) this.state.workers = [...this.state.workers, worker];
     else this.state.workers = this.state.workers.map((w, i) => (i === index ? worker : w));
@@ -132,8 +151,10 @@ export class DistributedStore extends EventTarget {
   }
 
   applyWorkerStatus({ worker_id: workerId, status } = {}) {
+    if (!workerId || !status) return;
+    this.pushedStatus.set(workerId, status);
     const current = this.worker(workerId);
-    if (!current || !status) return;
+    if (!current) return;
     const before = current.status?.state;
     this.applyWorker({ ...current, status });
     if (this.isRunParticipant(workerId) && !DOWN_STATES.has(before) && DOWN_STATES.has(status.state)) {
@@ -153,7 +174,8 @@ export class DistributedStore extends EventTarget {
       error: update.error ?? null,
       shares: Array.isArray(update.shares) ? update.shares : [],
       startedAt: previous?.startedAt ?? now,
-      masterPromptId: previous ? previous.masterPromptId : (this.state.masterRun.active ? this.state.masterRun.promptId : null),
+      masterPromptId: previous ? previous.masterPromptId : (this.state.masterRun.running ? this.state.masterRun.promptId : null),
+      collectors: Array.isArray(update.collectors) ? update.collectors.map(String) : [],
       finishedAt: finished ? (previous?.finishedAt ?? now) : null,
     };
     this.emitChange("job");
@@ -163,21 +185,38 @@ export class DistributedStore extends EventTarget {
     if (finished && previous?.state === "running") this.refreshMasterDevice();
   }
 
-  /** ComfyUI started (`outcome` null) or ended one of the master's prompts. */
+  /**
+   * ComfyUI started (`outcome` null) or ended one of the master's prompts. These events only reach
+   * the browser tab that queued the prompt; progress events reach every tab.
+   */
   onMasterRun(detail, outcome) {
     const run = this.state.masterRun;
     const promptId = detail?.prompt_id ?? run.promptId;
-    if (outcome && run.promptId && promptId !== run.promptId) return;
-    const active = outcome === null;
-    this.state.masterRun = { active, promptId, progress: null, outcome, endedAt: active ? null : this.now() };
+    if (outcome && promptId !== run.promptId) return;
+    this.state.masterRun = outcome
+      ? { ...run, running: false, outcome, endedAt: this.now() }
+      : { promptId, progress: null, running: true, outcome: null, endedAt: null };
+    this.adoptMasterPrompt(promptId);
     if (this.state.job) this.emitChange("job");
   }
 
+  /** Progress of the master's current prompt, less the collectors' own waiting ticks. */
   onMasterProgress(detail) {
+    if (!detail?.prompt_id) return;
+    const job = this.state.job;
+    if (job?.collectors.includes(String(detail.node))) return;
     const run = this.state.masterRun;
-    if (!run.active || !detail) return;
-    run.progress = { value: detail.value, max: detail.max, node: detail.node ?? null };
-    if (this.state.job?.masterPromptId === run.promptId) this.emitChange("job");
+    const progress = { value: detail.value, max: detail.max, node: detail.node ?? null };
+    if (run.promptId === detail.prompt_id) run.progress = progress;
+    else this.state.masterRun = { promptId: detail.prompt_id, progress, running: null, outcome: null, endedAt: null };
+    this.adoptMasterPrompt(detail.prompt_id);
+    if (job?.masterPromptId === detail.prompt_id) this.emitChange("job");
+  }
+
+  /** ComfyUI runs one prompt at a time, so the prompt running during a job is the job's own. */
+  adoptMasterPrompt(promptId) {
+    const job = this.state.job;
+    if (job && job.masterPromptId === null && job.state === "running" && promptId) job.masterPromptId = promptId;
   }
 
   onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {
@@ -204,6 +243,7 @@ export class DistributedStore extends EventTarget {
 
   async deleteWorker(workerId) {
     await this.client.deleteWorker(workerId);
+    this.pushedStatus.delete(workerId);
     this.state.workers = this.state.workers.filter((w) => w.id !== workerId);
     this.emitChange("worker");
   }

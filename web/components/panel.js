@@ -15,9 +15,8 @@ const NEW_WORKER = Symbol("new worker");
 
 /**
  * @param {import("../store.js").DistributedStore} store
- * @param {{nodeTitle?: (nodeId: string) => string|null}} options
  */
-export function createPanel(store, options = {}) {
+export function createPanel(store) {
   let host = null;
   let view = null;
 
@@ -26,7 +25,7 @@ export function createPanel(store, options = {}) {
       if (host === el && view) return;
       this.unmount();
       host = el;
-      view = buildView(store, options);
+      view = buildView(store);
       el.classList.add("dgpu-host");
       el.replaceChildren(view.root);
     },
@@ -41,7 +40,7 @@ export function createPanel(store, options = {}) {
   };
 }
 
-function buildView(store, options) {
+function buildView(store) {
   const cards = new Map();
   let editing = null; // null, NEW_WORKER, or a worker id
   let form = null;
@@ -59,7 +58,7 @@ function buildView(store, options) {
     ),
   );
   const banner = h("div", { class: "dgpu-banner", role: "alert", hidden: true });
-  const progress = createProgressView({ store, nodeTitle: options.nodeTitle });
+  const progress = createProgressView({ store });
   const master = createMasterCard({ store });
   const count = h("span", { class: "dgpu-count" });
   const formSlot = h("div", { class: "dgpu-form-slot" });

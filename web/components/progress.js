@@ -22,9 +22,10 @@ export function resolveShares(job, masterRun) {
   return job.shares.map((share) => {
     if (share.state !== "local") return share;
     const ours = job.masterPromptId !== null && masterRun.promptId === job.masterPromptId;
-    if (ours && masterRun.active) return { ...share, state: "running", progress: masterRun.progress };
-    if (ours) return { ...share, state: masterRun.outcome ?? "done", progress: null };
-    return { ...share, state: job.state === "done" || job.state === "failed" ? job.state : "running", progress: null };
+    if (ours && masterRun.running === false) return { ...share, state: masterRun.outcome ?? "done", progress: null };
+    if (ours && masterRun.running === true) return { ...share, state: "running", progress: masterRun.progress };
+    if (job.state === "done" || job.state === "failed") return { ...share, state: job.state, progress: null };
+    return { ...share, state: "running", progress: ours ? masterRun.progress : null };
   });
 }
 
@@ -66,11 +67,8 @@ function progressBar(label) {
   };
 }
 
-/**
- * @param {{store: import("../store.js").DistributedStore, nodeTitle?: (nodeId: string) => string|null}} options
- *   `nodeTitle` turns a node id from a worker's progress into the title the user sees.
- */
-export function createProgressView({ store, nodeTitle = () => null }) {
+/** @param {{store: import("../store.js").DistributedStore}} options */
+export function createProgressView({ store }) {
   const heading = h("span", { class: "dgpu-section-title" });
   const percent = h("span", { class: "dgpu-progress-percent" });
   const overall = progressBar("Overall progress");
@@ -89,7 +87,7 @@ export function createProgressView({ store, nodeTitle = () => null }) {
     const bar = progressBar(`Share ${share.index + 1} progress`);
     bar.set(shareFraction(share));
     const { value, max, node } = share.progress ?? {};
-    const nodeText = node !== undefined && node !== null ? nodeTitle(String(node)) ?? `node ${node}` : null;
+    const nodeText = node !== undefined && node !== null ? `node ${node}` : null;
     const stepText = share.state === "running" && max > 0 ? `step ${value}/${max}` : null;
     const detail = share.state === "running" ? [nodeText, stepText].filter(Boolean).join(" · ") : SHARE_STATE_LABELS[share.state] ?? share.state;
     return h(
@@ -98,7 +96,7 @@ export function createProgressView({ store, nodeTitle = () => null }) {
       h(
         "div",
         { class: "dgpu-share-head" },
-        h("span", { class: "dgpu-share-name", text: store.participantName(share.participant) }),
+        h("span", { class: "dgpu-share-name", text: share.participant ? store.participantName(share.participant) : `Share ${share.index + 1}` }),
         h("span", { class: "dgpu-meta", text: detail || SHARE_STATE_LABELS[share.state] }),
       ),
       bar.bar,
@@ -118,7 +116,8 @@ export function createProgressView({ store, nodeTitle = () => null }) {
     if (view.state === "running") {
       heading.textContent = `Running on ${gpus}`;
       const left = estimateSecondsLeft(job.startedAt, view.fraction, store.now());
-      eta.textContent = left === null ? "Estimating time left…" : `About ${formatDuration(left)} left`;
+      if (left !== null) eta.textContent = `About ${formatDuration(left)} left`;
+      else eta.textContent = view.fraction >= 0.99 ? "Finishing…" : "Estimating time left…";
     } else if (view.state === "done") {
       heading.textContent = "Finished";
       eta.textContent = `Took ${formatDuration(((view.endedAt ?? store.now()) - job.startedAt) / 1000)} on ${gpus}`;

@@ -1,0 +1,407 @@
+"""Remote and cloud workers over awkward networks: TLS, auth proxies, dropped websockets, uploads, preflight.
+
+Every worker here is a real ComfyUI of the session cluster; what makes it "remote" is a small aiohttp
+reverse proxy written below (TLS with a throwaway CA, a bearer-token check, a websocket it cuts
+mid-run, counters per route), all on loopback. The slow-link test puts a worker in its own network
+namespace behind a shaped veth link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import shutil
+import ssl
+import subprocess
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from distributed.client import ClientPool
+from distributed.models import WorkerConfig
+from distributed.registry import Registry
+from distributed.scheduler import ShareQueue
+from distributed.share_runner import ShareRunner
+from tests.conftest import OUTPUT_ROOT, Cluster, mutate_headers
+from tests.harness import ComfyInstance, reset_dir, wait_until
+from tests.integration.workflows import error_message, noise_prompt, read_stamp, saved_images, seed_stamp_prompt
+
+TOKEN = "test-token-0123456789"
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
+              "proxy-authorization", "te", "trailer"}
+
+
+# --- a reverse proxy in its own thread ----------------------------------------------------------
+
+
+class Proxy:
+    """Forwards HTTP and the websocket to one worker; optionally TLS, a token check, or a cut websocket.
+
+    It runs on its own thread and event loop, because the tests drive the master with blocking calls.
+    """
+
+    def __init__(self, upstream: str, token: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                 cut_websocket_on: str | None = None) -> None:
+        self.upstream = upstream
+        self.token = token
+        self.ssl_context = ssl_context
+        self.cut_websocket_on = cut_websocket_on
+        """Message type after which the first websocket is closed on both sides (once)."""
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.websockets_opened = 0
+        self.cut = threading.Event()
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, name="test-proxy", daemon=True)
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+
+    def start(self) -> Proxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise AssertionError("the test proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        async with aiohttp.ClientSession(auto_decompress=True) as self._session:
+            self._ready.set()
+            await self._stop.wait()
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests[f"{request.method} {request.path}"] += 1
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"error": "missing or wrong token"}, status=401)
+        if request.path == "/ws":
+            return await self._websocket(request)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with self._session.request(request.method, self.upstream + request.path_qs, data=await request.read(),
+                                         headers=headers, allow_redirects=False) as answer:
+            body = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
+            return web.Response(status=answer.status, body=body, headers=kept)
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        self.websockets_opened += 1
+        downstream = web.WebSocketResponse()
+        await downstream.prepare(request)
+        async with self._session.ws_connect(self.upstream.replace("http", "ws", 1) + request.path_qs) as upstream:
+
+            async def to_master() -> None:
+                async for message in upstream:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        await downstream.send_str(message.data)
+                        if self.cut_websocket_on and not self.cut.is_set() and f'"type": "{self.cut_websocket_on}"' in message.data:
+                            self.cut.set()
+                            return
+                    elif message.type == aiohttp.WSMsgType.BINARY:
+                        await downstream.send_bytes(message.data)
+
+            async def to_worker() -> None:
+                async for message in downstream:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        await upstream.send_str(message.data)
+
+            tasks = [asyncio.ensure_future(to_master()), asyncio.ensure_future(to_worker())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await downstream.close()
+        return downstream
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[Proxy]]:
+    """Proxies a test starts; all stopped afterwards."""
+    started: list[Proxy] = []
+    yield started
+    for proxy in started:
+        proxy.stop()
+
+
+def proxy_for(proxies: list[Proxy], worker: ComfyInstance, **options: Any) -> Proxy:
+    proxy = Proxy(worker.url, **options).start()
+    proxies.append(proxy)
+    return proxy
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A throwaway CA and a certificate it signed for 127.0.0.1, made with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate and is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    commands = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+         "-subj", "/CN=Distributed Test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "server.pem", "-days", "2", "-extfile", "server.ext"],
+    ]
+    for command in commands:
+        subprocess.run(command, cwd=folder, check=True, capture_output=True, timeout=60)
+    return Certificates(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+
+
+def status_of(cluster: Cluster, worker_id: str) -> dict[str, Any]:
+    return next(w for w in cluster.master.get("/distributed/workers")[1]["workers"] if w["id"] == worker_id)["status"]
+
+
+def connection_test(cluster: Cluster, worker_id: str) -> dict[str, Any]:
+    status, body = cluster.master.post(f"/distributed/workers/{worker_id}/test", headers=mutate_headers())
+    assert status == 200, body
+    return body
+
+
+def cloud_entry(worker_id: str, url: str, **fields: Any) -> dict[str, Any]:
+    return {"id": worker_id, "name": f"Cloud {worker_id}", "type": "cloud", "url": url, **fields}
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def test_tls_worker_with_a_private_certificate_is_refused_without_its_ca(cluster: Cluster, proxies: list[Proxy],
+                                                                         certificates: Certificates) -> None:
+    proxy = proxy_for(proxies, cluster.workers["a"], ssl_context=certificates.server_context())
+    cluster.registry([cloud_entry("tls", proxy.url)])
+
+    wait_until(lambda: status_of(cluster, "tls")["state"] == "error", 20, message="the TLS worker to be in error")
+    assert "TLS certificate rejected" in status_of(cluster, "tls")["error"]
+    test = connection_test(cluster, "tls")
+    assert test["ok"] is False and test["stage"] == "tls" and "tls_ca_file" in test["message"]
+
+
+def test_tls_worker_renders_a_share_when_given_its_ca_bundle(cluster: Cluster, proxies: list[Proxy],
+                                                               certificates: Certificates) -> None:
+    proxy = proxy_for(proxies, cluster.workers["a"], ssl_context=certificates.server_context())
+    cluster.registry([cloud_entry("tls", proxy.url, tls_ca_file=str(certificates.ca))], participate=False)
+    cluster.wait_online("tls")
+    entry = cluster.run(seed_stamp_prompt(seed=500))
+
+    assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(500, 0)]
+    assert proxy.requests["POST /prompt"] == 1 and proxy.websockets_opened == 1
+    assert connection_test(cluster, "tls")["ok"] is True
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+def test_worker_behind_a_token_proxy_is_reported_as_an_auth_error_without_the_token(cluster: Cluster, proxies: list[Proxy]) -> None:
+    proxy = proxy_for(proxies, cluster.workers["a"], token=TOKEN)
+    cluster.registry([cluster.entry("a", port=proxy.port)])
+
+    wait_until(lambda: status_of(cluster, "a")["state"] == "error", 20, message="the worker to be in error")
+    assert "HTTP 401: authentication required or refused" in status_of(cluster, "a")["error"]
+    test = connection_test(cluster, "a")
+    assert test["ok"] is False and test["stage"] == "auth"
+
+
+def test_worker_behind_a_token_proxy_renders_with_its_token_on_requests_and_websocket(cluster: Cluster, proxies: list[Proxy]) -> None:
+    proxy = proxy_for(proxies, cluster.workers["a"], token=TOKEN)
+    cluster.registry([cluster.entry("a", port=proxy.port, auth_token=TOKEN)], participate=False)
+    cluster.wait_online("a")
+    entry = cluster.run(seed_stamp_prompt(seed=520))
+
+    assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(520, 0)]
+    assert proxy.websockets_opened == 1 and proxy.requests["GET /ws"] == 1
+
+
+def test_api_shows_the_token_masked(cluster: Cluster) -> None:
+    cluster.registry([cluster.entry("a", auth_token=TOKEN, headers={"X-Tunnel-Secret": "tunnel-secret-9876"})])
+    listed = next(w for w in cluster.master.get("/distributed/workers")[1]["workers"] if w["id"] == "a")
+
+    assert TOKEN not in str(listed) and "tunnel-secret" not in str(listed)
+    assert listed["auth_token"].endswith("6789") and listed["headers"]["X-Tunnel-Secret"].endswith("9876")
+
+
+# --- websocket drop -------------------------------------------------------------------------------
+
+
+def test_websocket_dropped_mid_run_still_yields_every_image(cluster: Cluster, proxies: list[Proxy]) -> None:
+    proxy = proxy_for(proxies, cluster.workers["a"], cut_websocket_on="progress")
+    cluster.registry([cluster.entry("a", port=proxy.port)])
+    cluster.wait_online("a")
+    entry = cluster.run(seed_stamp_prompt(seed=540, batch_size=2, sleep=2))
+
+    assert proxy.cut.is_set() and proxy.websockets_opened >= 2
+    assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(540, 0), (540, 1), (541, 0), (541, 1)]
+    assert [line for s in cluster.job(entry)["shares"] for line in s["attempts"]] == []
+
+
+# --- input uploads --------------------------------------------------------------------------------
+
+
+async def test_input_image_is_uploaded_once_across_three_runs(cluster: Cluster, proxies: list[Proxy], tmp_path: Path) -> None:
+    proxy = proxy_for(proxies, cluster.workers["b"])
+    input_dir = tmp_path / "master-input"
+    input_dir.mkdir()
+    pixels = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(input_dir / "distributed-upload-test.png")
+    registry = Registry(tmp_path / "workers.json")
+    runner = ShareRunner(registry, input_dir=input_dir)
+    worker = WorkerConfig(id="b", name="Worker b", port=proxy.port)
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "distributed-upload-test.png"}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    pool = ClientPool()
+    try:
+        results = []
+        for run in range(3):
+            share = ShareQueue([run + 1]).claim("b")
+            async with asyncio.timeout(60):
+                results.append(await runner.run(prompt, ("2",), share, pool.client(worker), lambda: None))
+    finally:
+        await pool.close()
+
+    assert proxy.requests["POST /upload/image"] == 1 and proxy.requests["POST /prompt"] == 3
+    for result in results:  # PreviewImage truncates 255 * (v / 255), so a value may come back one lower
+        assert np.abs(np.rint(result["2"][0] * 255).astype(int) - pixels).max() <= 1
+
+
+# --- model preflight ------------------------------------------------------------------------------
+
+
+def test_worker_missing_a_model_is_skipped_with_a_message_naming_the_file(cluster: Cluster) -> None:
+    checkpoints = cluster.master.base_dir / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / "only-on-master.safetensors").write_bytes(b"")  # never loaded: the master only orchestrates
+    cluster.use_workers("a", participate=False, assign_timeout=2)
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "only-on-master.safetensors"}},
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "DistributedCollector", "inputs": {"images": ["3", 0]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "preflight"}},
+    }
+    queued_before = cluster.workers["a"].get("/history")[1]
+    entry = cluster.run(prompt)
+
+    assert entry["status"]["status_str"] == "error"
+    assert "worker 'Worker a': lacks model file(s): only-on-master.safetensors (CheckpointLoaderSimple.ckpt_name, node 1)" \
+        in error_message(entry)
+    assert cluster.workers["a"].get("/history")[1].keys() == queued_before.keys()
+
+
+# --- a worker behind a slow link, in its own network namespace -----------------------------------
+
+
+class NamespacedWorker(ComfyInstance):
+    """A worker ComfyUI started inside a network namespace, listening on its veth address."""
+
+    namespace: str = ""
+    address: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def command(self) -> list[str]:
+        command = super().command()
+        command[command.index("--listen") + 1] = self.address
+        return ["ip", "netns", "exec", self.namespace, *command]
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
+
+
+@pytest.fixture
+def slow_link() -> Iterator[tuple[str, str]]:
+    """A namespace joined to this one by a veth pair; the worker side's outgoing traffic is shaped.
+
+    Shaping is 100 ms of delay and a 40 Mbit/s cap with `tc netem`; a kernel without netem gets the
+    bandwidth cap alone (`tbf`), with a warning.
+    """
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        pytest.skip("iproute2 (ip, tc) is not installed")
+    suffix = os.getpid() % 200 + 20
+    namespace, host_side, worker_side = f"distnet{suffix}", f"dn{suffix}h", f"dn{suffix}w"
+    host_address, worker_address = f"10.231.{suffix}.1", f"10.231.{suffix}.2"
+    created = ip("netns", "add", namespace, check=False)
+    if created.returncode != 0:
+        pytest.skip(f"this machine forbids network namespaces: `ip netns add` said {created.stderr.strip()!r}")
+    try:
+        ip("link", "add", host_side, "type", "veth", "peer", "name", worker_side)
+        ip("link", "set", worker_side, "netns", namespace)
+        ip("addr", "add", f"{host_address}/24", "dev", host_side)
+        ip("link", "set", host_side, "up")
+        inside = ["netns", "exec", namespace, "ip"]
+        ip(*inside, "addr", "add", f"{worker_address}/24", "dev", worker_side)
+        ip(*inside, "link", "set", worker_side, "up")
+        ip(*inside, "link", "set", "lo", "up")
+        tc = ["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", worker_side, "root"]
+        netem = subprocess.run([*tc, "netem", "delay", "100ms", "rate", "40mbit"], capture_output=True, text=True, timeout=30)
+        if netem.returncode != 0:
+            warnings.warn(f"tc netem is unavailable here ({netem.stderr.strip()}); the link is capped by tbf without added delay",
+                          stacklevel=1)
+            subprocess.run([*tc, "tbf", "rate", "40mbit", "burst", "64kb", "latency", "500ms"],
+                           capture_output=True, text=True, timeout=30, check=True)
+        yield namespace, worker_address
+    finally:
+        ip("link", "del", host_side, check=False)
+        ip("netns", "del", namespace, check=False)
+
+
+def test_worker_behind_a_slow_link_delivers_large_images(cluster: Cluster, slow_link: tuple[str, str]) -> None:
+    namespace, address = slow_link
+    worker = NamespacedWorker("worker-netns", reset_dir(OUTPUT_ROOT / "netns-worker"))
+    worker.namespace, worker.address = namespace, address
+    try:
+        worker.start().wait_ready()
+        cluster.registry([{"id": "far", "name": "Far worker", "type": "remote", "host": address, "port": worker.port}],
+                         participate=False, worker_timeout=30)
+        cluster.wait_online("far")
+        entry = cluster.run(noise_prompt(seed=11, size=1536, batch_size=2, prefix="far"), timeout=300)
+    finally:
+        worker.stop()
+
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert [Image.open(p).size for p in saved_images(entry, cluster.master.output_dir)] == [(1536, 1536)] * 2
