@@ -15,7 +15,7 @@ import torch
 from .distributed import collect
 from .distributed.bridge import Interrupted
 from .distributed.errors import DistributedError
-from .distributed.planner import JOB_INPUT, SEED_SPACE
+from .distributed.planner import JOB_INPUT, MAX_SHARES, SEED_SPACE, SHARES_INPUT, SPLIT_INPUT
 
 if TYPE_CHECKING:
     from .distributed.app import DistributedApp
@@ -75,10 +75,20 @@ class DistributedCollector:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {"images": ("IMAGE", {"lazy": True})},
+            "optional": {
+                SHARES_INPUT: ("INT", {
+                    "default": 0, "min": 0, "max": MAX_SHARES,
+                    "tooltip": "How many shares to render in all; 0 = one per participant. Shares go to whichever GPU frees up first.",
+                }),
+                SPLIT_INPUT: ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Split the EmptyLatentImage batch across GPUs by speed: the same pictures one GPU would make.",
+                }),
+            },
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
 
-    def check_lazy_status(self, images=None, unique_id=None, prompt=None) -> list[str]:
+    def check_lazy_status(self, images=None, unique_id=None, prompt=None, **settings: Any) -> list[str]:
         job_id = _job_id(prompt, unique_id)
         if job_id is None:
             return ["images"]
@@ -90,7 +100,7 @@ class DistributedCollector:
             raise RuntimeError(f"Distributed Collector: {error}") from None
         return ["images"] if master_renders else []
 
-    def collect(self, images=None, unique_id=None, prompt=None) -> tuple[torch.Tensor]:
+    def collect(self, images=None, unique_id=None, prompt=None, **settings: Any) -> tuple[torch.Tensor]:
         job_id = _job_id(prompt, unique_id)
         if job_id is None:
             return (images,)

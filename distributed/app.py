@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from .events import Events
 from .gpus import discover_gpus, first_launch_workers
 from .health import HealthMonitor
 from .models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus
-from .planner import COLLECTOR_CLASS, JOB_INPUT, has_collector
+from .planner import COLLECTOR_CLASS, JOB_INPUT, has_collector, slice_latents
 from .processes import LocalWorkerManager, MasterLayout
 from .registry import Registry
 from .routes_processes import add_process_routes
@@ -142,15 +143,19 @@ class DistributedApp:
         """ComfyUI's on-prompt hook: plans prompts holding a collector and tags them with a job.
 
         Runs for every POST /prompt, whatever the client, so API users are distributed too. It does no
-        network work: the job starts when the master begins executing the collector.
+        network work: the job starts when the master begins executing the collector. The prompt id is
+        fixed here (ComfyUI keeps one given in the request) so the job can name its prompt.
         """
         prompt = json_data.get("prompt")
         if not isinstance(prompt, dict) or not has_collector(prompt):
             return json_data
-        job_id = self.dispatcher.register(prompt)
+        prompt_id = str(json_data.setdefault("prompt_id", str(uuid.uuid4())))
+        job = self.dispatcher.register(prompt, prompt_id)
         for node in prompt.values():
             if isinstance(node, dict) and node.get("class_type") == COLLECTOR_CLASS and isinstance(node.get("inputs"), dict):
-                node["inputs"][JOB_INPUT] = job_id
+                node["inputs"][JOB_INPUT] = job.job_id
+        if job.plan is not None and job.master_batch is not None:
+            slice_latents(prompt, job.plan.latent_nodes, job.master_batch)
         return json_data
 
     # --- called by the nodes, from ComfyUI's execution thread ----------------------------------
@@ -160,6 +165,8 @@ class DistributedApp:
         return run_on_loop(self._server.loop, self.dispatcher.start(job_id), is_interrupted)
 
     def wait_job(self, job_id: str, is_interrupted: Callable[[], bool], on_tick: Callable[[], None]) -> Job:
+        """Waits for the workers' shares; the master's own share is done when this is called."""
+        self._server.loop.call_soon_threadsafe(self.dispatcher.master_done, job_id)
         return run_on_loop(self._server.loop, self.dispatcher.results(job_id), is_interrupted, on_tick)
 
     def cancel_job(self, job_id: str, reason: str) -> None:

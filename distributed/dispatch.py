@@ -2,10 +2,14 @@
 
 The life of a job:
 1. `register` (ComfyUI's on-prompt hook, on the server loop): the prompt is planned; nothing is sent.
+   In split-batch mode the batch is sliced here, in proportion to the participants' speeds, because
+   the master's own slice must be cut into its prompt before ComfyUI queues it.
 2. `start` (when the master begins executing the collector): enabled workers that answer are the
-   participants; each gets one share (fan-out), the master keeps share 0 if it participates.
-3. `_run`: each free participant pulls the lowest pending share, which `share_runner` runs there.
-   A participant that fails (offline, rejects the prompt, errors, dies, freezes, sends garbage) gives
+   participants. Fan-out: one share each; with `shares` set, that many; the master keeps share 0
+   when it participates.
+3. `_run`: shares stay on the master until `scheduler.assignments_now` hands them to a participant
+   with room in its window (earliest expected finish); `share_runner` runs each one there. A
+   participant that fails (offline, rejects the prompt, errors, dies, freezes, sends garbage) gives
    its share back for another participant and is named in a `share_reassigned` event.
 4. When every share is in, the collector takes the images; if a share could not be delivered before
    `assign_timeout`, the job fails with an error naming every worker that tried and why.
@@ -27,10 +31,11 @@ from .errors import JobFailed, PlanError, WorkerLost, WorkerUnavailable
 from .events import Events
 from .health import HealthMonitor
 from .models import WorkerConfig, WorkerState
-from .planner import Plan, plan
+from .planner import BatchSlice, Plan, plan, split_batch
 from .registry import Registry
-from .scheduler import Share, ShareQueue
+from .scheduler import Participant, Share, ShareQueue, assignments_now
 from .share_runner import ShareRunner
+from .speed import SpeedModel
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +53,19 @@ class Job:
 
     job_id: str
     plan: Plan | None
+    prompt_id: str | None = None
     error: str | None = None
     state: str = "registered"
     master_renders: bool = False
+    master_state: str = "waiting"
+    master_batch: BatchSlice | None = None
+    """Split mode: the slice cut into the master's own prompt, or None."""
+    remote_batches: list[BatchSlice] = field(default_factory=list)
+    """Split mode: the slices for workers, in share order."""
     queue: ShareQueue = field(default_factory=lambda: ShareQueue([]))
     results: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     last_progress_event: float = 0.0
@@ -63,14 +75,22 @@ class Job:
 
     def snapshot(self) -> dict[str, Any]:
         shares = [
-            {"index": 0, "participant": MASTER, "state": "local", "attempts": [], "progress": None}
+            {"index": 0, "participant": MASTER, "state": self.master_state, "attempts": [], "progress": None,
+             "batch": _batch_json(self.master_batch)}
         ] if self.master_renders else []
         shares += [
-            {"index": s.index, "participant": s.participant, "state": s.state.value, "attempts": list(s.attempts), "progress": s.progress}
+            {"index": s.index, "participant": s.participant, "state": s.state.value, "attempts": list(s.attempts),
+             "progress": s.progress, "batch": _batch_json(s.batch)}
             for s in sorted(self.queue.shares.values(), key=lambda s: s.index)
         ]
-        return {"job_id": self.job_id, "state": self.state, "error": self.error, "created_at": self.created_at,
+        mode = "split" if self.plan and self.plan.split else "shares" if self.plan and self.plan.shares else "fan-out"
+        return {"job_id": self.job_id, "prompt_id": self.prompt_id, "state": self.state, "error": self.error,
+                "mode": mode, "created_at": self.created_at,
                 "collectors": list(self.plan.collector_ids) if self.plan else [], "shares": shares}
+
+
+def _batch_json(batch: BatchSlice | None) -> dict[str, int] | None:
+    return None if batch is None else {"start": batch.start, "length": batch.length}
 
 
 class Dispatcher:
@@ -83,20 +103,39 @@ class Dispatcher:
         self._events = events
         self._jobs: dict[str, Job] = {}
         self._runner = ShareRunner(registry)
+        self.speeds = SpeedModel()
+        self._last_finish: dict[str, float] = {}
+        """When each worker last delivered a share: a queued share's own time starts there."""
 
     # --- queue: the on-prompt hook --------------------------------------------------------
 
-    def register(self, prompt: dict[str, Any]) -> str:
+    def register(self, prompt: dict[str, Any], prompt_id: str | None = None) -> Job:
         """Plans a prompt holding collectors; a planning error is kept and raised by the collector."""
         job_id = uuid.uuid4().hex
         try:
-            job = Job(job_id, plan(prompt))
+            job = Job(job_id, plan(prompt), prompt_id=prompt_id)
         except PlanError as error:
-            job = Job(job_id, None, error=str(error), state="failed")
+            job = Job(job_id, None, prompt_id=prompt_id, error=str(error), state="failed")
             logger.warning("Prompt cannot be distributed: %s", error)
+        if job.plan is not None and job.plan.split:
+            self._slice_batch(job)
         self._jobs[job_id] = job
         self._forget_old_jobs()
-        return job_id
+        return job
+
+    def _slice_batch(self, job: Job) -> None:
+        """Cuts the batch between the master (if it participates) and the workers online now."""
+        assert job.plan is not None
+        config = self._registry.snapshot()
+        workers = [w.id for w in config.workers if w.enabled and self._health.status(w.id).state in ONLINE_STATES]
+        participants = ([MASTER] if config.master.participate else []) + workers
+        if not workers:
+            return  # nobody to split with: the master renders the whole batch as usual
+        seconds = self.speeds.estimates(job.plan.workflow_key, participants)
+        slices = split_batch(job.plan.batch_size, [1.0 / seconds[p] for p in participants])
+        if config.master.participate:
+            job.master_batch, slices = slices[0], slices[1:]
+        job.remote_batches = [batch for batch in slices if batch is not None]
 
     def job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
@@ -112,21 +151,44 @@ class Dispatcher:
         if job.state != "registered":
             return job.master_renders
         job.state = "starting"
+        job.started_at = time.monotonic()
         config = self._registry.snapshot()
         workers = await self._available_workers(job, [w for w in config.workers if w.enabled])
-        job.master_renders = config.master.participate or not workers
-        first_remote = 1 if job.master_renders else 0
-        job.queue = ShareQueue(list(range(first_remote, first_remote + len(workers))))
+        assert job.plan is not None
+        if job.plan.split and (job.master_batch or job.remote_batches):
+            job.master_renders = job.master_batch is not None
+            first = 1 if job.master_renders else 0
+            shares = [Share(first + i, batch=batch) for i, batch in enumerate(job.remote_batches)]
+        elif job.plan.shares:
+            job.master_renders = config.master.participate
+            first = 1 if job.master_renders else 0
+            shares = [Share(index) for index in range(first, job.plan.shares)]
+        else:
+            job.master_renders = config.master.participate or not workers
+            first = 1 if job.master_renders else 0
+            shares = [Share(first + i) for i in range(len(workers))]
+        job.queue = ShareQueue(shares)
+        job.master_state = "running" if job.master_renders else "none"
         job.state = "running"
-        if not workers:
+        if not shares:
             logger.info("Job %s: no worker available, the master renders alone", job_id)
             self._finish(job, "done")
-            return True
-        logger.info("Job %s: %d share(s) on %s%s", job_id, len(workers), ", ".join(w.name for w in workers),
+            return job.master_renders
+        logger.info("Job %s: %d share(s) for %s%s", job_id, len(shares), ", ".join(w.name for w in workers) or "no worker yet",
                     " plus the master" if job.master_renders else "")
         job.task = asyncio.ensure_future(self._run(job))
         self._publish(job)
         return job.master_renders
+
+    def master_done(self, job_id: str) -> None:
+        """The master rendered its own share (the collector got its images): learn its speed."""
+        job = self._jobs.get(job_id)
+        if job is None or job.plan is None or not job.master_renders or job.started_at is None or job.master_state == "done":
+            return
+        job.master_state = "done"
+        units = job.master_batch.length if job.master_batch else 1
+        self.speeds.observe(job.plan.workflow_key, MASTER, time.monotonic() - job.started_at, units)
+        self._publish(job)
 
     async def results(self, job_id: str) -> Job:
         """Waits for every remote share; raises JobFailed naming who failed and why."""
@@ -168,18 +230,22 @@ class Dispatcher:
 
     async def _run(self, job: Job) -> None:
         """Hands pending shares to free participants until all are in or nobody can take them."""
+        assert job.plan is not None
         running: dict[asyncio.Task, tuple[Share, WorkerConfig]] = {}
         stuck_since: float | None = None
         try:
             while not job.queue.is_finished():
-                for worker in self._candidates(job):
-                    share = job.queue.claim(worker.id)
-                    if share is not None:
-                        task = asyncio.ensure_future(self._runner.run(
-                            job.plan.share_prompt(share.index), job.plan.collector_ids, share, self._clients.client(worker),
-                            lambda job=job: self._publish(job, throttle=True),
-                        ))
-                        running[task] = (share, worker)
+                candidates = {worker.id: worker for worker in self._candidates(job)}
+                now = time.monotonic()
+                for share, worker_id in assignments_now(job.queue.pending(), self._participants(job, list(candidates.values()), now), now):
+                    worker = candidates[worker_id]
+                    job.queue.claim(share, worker.id, now)
+                    task = asyncio.ensure_future(self._runner.run(
+                        job.plan.share_prompt(share.index, share.batch), job.plan.collector_ids, share, self._clients.client(worker),
+                        lambda job=job: self._publish(job, throttle=True),
+                    ))
+                    running[task] = (share, worker)
+                    self._publish(job)
                 if running:
                     stuck_since = None
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -210,10 +276,30 @@ class Dispatcher:
             if w.enabled and w.id not in job.queue.excluded and self._health.status(w.id).state in ONLINE_STATES
         ]
 
+    def _participants(self, job: Job, workers: list[WorkerConfig], now: float) -> list[Participant]:
+        """Each candidate worker's speed and when the shares it holds should be done."""
+        assert job.plan is not None
+        seconds = self.speeds.estimates(job.plan.workflow_key, [w.id for w in workers])
+        participants = []
+        for worker in workers:
+            held = job.queue.held_by(worker.id)
+            busy_until = now
+            if held:
+                first_start = max(held[0].claimed_at or now, self._last_finish.get(worker.id, 0.0))
+                busy_until = max(now, first_start + seconds[worker.id] * held[0].units)
+                busy_until += sum(seconds[worker.id] * share.units for share in held[1:])
+            participants.append(Participant(worker.id, seconds[worker.id], busy_until, len(held)))
+        return participants
+
     def _settle(self, job: Job, share: Share, worker: WorkerConfig, task: asyncio.Task) -> None:
         error = task.exception() if not task.cancelled() else WorkerLost(worker.name, "share cancelled")
         if error is None:
             job.results[share.index] = task.result()
+            now = time.monotonic()
+            began = max(share.claimed_at or now, self._last_finish.get(worker.id, 0.0))
+            assert job.plan is not None
+            self.speeds.observe(job.plan.workflow_key, worker.id, now - began, share.units)
+            self._last_finish[worker.id] = now
             job.queue.complete(share)
             logger.info("Job %s: share %d delivered by %s", job.job_id, share.index, worker.name)
         elif isinstance(error, WorkerUnavailable):

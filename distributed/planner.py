@@ -9,6 +9,8 @@ the worker's history names results by the collector they belong to.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from . import graph
@@ -19,8 +21,23 @@ COLLECTOR_CLASS = "DistributedCollector"
 SEED_CLASS = "DistributedSeed"
 JOB_INPUT = "distributed_job_id"
 """Input the on-prompt hook adds to each collector: the job that collector gathers for."""
+SHARES_INPUT = "shares"
+SPLIT_INPUT = "split_batch"
 STOCK_OUTPUT_CLASS = "PreviewImage"
 SEED_SPACE = 2**64
+MAX_SHARES = 256
+EMPTY_LATENT_CLASSES = ("EmptyLatentImage", "EmptySD3LatentImage")
+SLICE_CLASS = "LatentFromBatch"
+MAX_SPLIT_BATCH = 64
+"""LatentFromBatch picks at most 64 images, from index 63 at most."""
+
+
+@dataclass(frozen=True)
+class BatchSlice:
+    """Images [start, start + length) of the single-instance batch."""
+
+    start: int
+    length: int
 
 
 def share_seed(seed: int, share_index: int) -> int:
@@ -41,19 +58,80 @@ class Plan:
     """The upstream graph with collectors replaced by stock outputs; seeds still as links."""
     seed_nodes: dict[str, int]
     """DistributedSeed node id -> the user's seed."""
+    shares: int = 0
+    """Shares requested on the collector; 0 = one per participant."""
+    latent_nodes: tuple[str, ...] = ()
+    """Empty-latent nodes whose batch is split across participants (split mode only)."""
+    batch_size: int = 0
+    """The single-instance batch size that split mode divides."""
+
+    @property
+    def split(self) -> bool:
+        return bool(self.latent_nodes)
+
+    @property
+    def workflow_key(self) -> str:
+        """Identifies the work of one share whatever the seed: the speed model learns per key."""
+        template = graph.subgraph(self.template, self.template)
+        for node_id in self.seed_nodes:
+            template[node_id]["inputs"].pop("seed", None)
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+        return f"{'split' if self.split else 'share'}-{digest}"
 
     @property
     def class_types(self) -> frozenset[str]:
         """Node classes a worker must have to run a share (seed nodes are removed before sending)."""
         return frozenset(node["class_type"] for node in self.template.values() if node["class_type"] != SEED_CLASS)
 
-    def share_prompt(self, share_index: int) -> Prompt:
-        """The prompt sent to a worker for one share; a fresh copy each call."""
+    def share_prompt(self, share_index: int, batch: BatchSlice | None = None) -> Prompt:
+        """The prompt sent to a worker for one share; a fresh copy each call.
+
+        In split mode every share keeps the user's seed and renders its slice of the batch, so image
+        i gets the noise it gets in a single-instance batch.
+        """
         prompt = graph.subgraph(self.template, self.template)
         for node_id, seed in self.seed_nodes.items():
-            graph.replace_output_with_literal(prompt, node_id, 0, share_seed(seed, share_index))
+            graph.replace_output_with_literal(prompt, node_id, 0, seed if self.split else share_seed(seed, share_index))
             del prompt[node_id]
+        if batch is not None:
+            slice_latents(prompt, self.latent_nodes, batch)
         return prompt
+
+
+def slice_latents(prompt: Prompt, latent_nodes: tuple[str, ...], batch: BatchSlice) -> None:
+    """Inserts, in place, a LatentFromBatch after each empty latent so only the slice is sampled.
+
+    LatentFromBatch records the images' batch indexes, from which the sampler draws each image's
+    noise as it would in the whole batch.
+    """
+    for node_id in latent_nodes:
+        slice_id = f"{node_id}.slice"
+        for consumer in prompt.values():
+            for name, value in list(consumer.get("inputs", {}).items()):
+                if graph.is_link(value) and str(value[0]) == node_id:
+                    consumer["inputs"][name] = [slice_id, value[1]]
+        prompt[slice_id] = {
+            "class_type": SLICE_CLASS,
+            "inputs": {"samples": [node_id, 0], "batch_index": batch.start, "length": batch.length},
+        }
+
+
+def split_batch(batch_size: int, speeds: list[float]) -> list[BatchSlice | None]:
+    """Slices of the batch in proportion to each participant's speed (largest remainder), in order.
+
+    A participant whose share rounds to nothing gets None.
+    """
+    total = sum(speeds)
+    exact = [batch_size * speed / total for speed in speeds]
+    counts = [int(x) for x in exact]
+    for index in sorted(range(len(speeds)), key=lambda i: exact[i] - counts[i], reverse=True)[: batch_size - sum(counts)]:
+        counts[index] += 1
+    slices: list[BatchSlice | None] = []
+    start = 0
+    for count in counts:
+        slices.append(BatchSlice(start, count) if count else None)
+        start += count
+    return slices
 
 
 def has_collector(prompt: Prompt) -> bool:
@@ -92,4 +170,28 @@ def plan(prompt: Prompt) -> Plan:
         if not 0 <= seed < SEED_SPACE:
             raise PlanError(f"Distributed Seed (node {node_id}) seed {seed} is outside 0..2^64-1")
         seed_nodes[node_id] = seed
-    return Plan(collector_ids=tuple(collector_ids), template=template, seed_nodes=seed_nodes)
+
+    settings = prompt[collector_ids[0]].get("inputs", {})
+    shares = settings.get(SHARES_INPUT, 0)
+    if isinstance(shares, bool) or not isinstance(shares, int) or not 0 <= shares <= MAX_SHARES:
+        raise PlanError(f"Distributed Collector (node {collector_ids[0]}) 'shares' must be a number from 0 to {MAX_SHARES}")
+    latent_nodes: tuple[str, ...] = ()
+    batch_size = 0
+    if settings.get(SPLIT_INPUT) is True:
+        latent_nodes, batch_size = _splittable_latents(template, collector_ids[0])
+    return Plan(tuple(collector_ids), template, seed_nodes, shares, latent_nodes, batch_size)
+
+
+def _splittable_latents(template: Prompt, collector_id: str) -> tuple[tuple[str, ...], int]:
+    """The empty latents split mode divides; all must share one literal batch size."""
+    latent_nodes = tuple(node_id for cls in EMPTY_LATENT_CLASSES for node_id in graph.nodes_of_class(template, cls))
+    where = f"Distributed Collector (node {collector_id}) split batch"
+    if not latent_nodes:
+        raise PlanError(f"{where}: no EmptyLatentImage above the collector to split")
+    sizes = [template[node_id]["inputs"].get("batch_size") for node_id in latent_nodes]
+    if not all(isinstance(size, int) and not isinstance(size, bool) for size in sizes) or len(set(sizes)) != 1:
+        raise PlanError(f"{where}: every EmptyLatentImage needs the same literal batch_size")
+    batch_size = sizes[0]
+    if not 1 <= batch_size <= MAX_SPLIT_BATCH:
+        raise PlanError(f"{where}: batch_size must be 1..{MAX_SPLIT_BATCH}")
+    return latent_nodes, batch_size

@@ -71,9 +71,11 @@ class ResultStore:
         """Keeps `array` for the master, evicting the oldest entries beyond the byte cap.
 
         A single result larger than the cap is still kept (alone): the share must be deliverable.
+        Raises ValueError for an array the wire format cannot carry, so the node fails, not the fetch.
         """
         if encoding_hint not in wire.ENCODINGS:
             raise ValueError(f"unknown wire encoding '{encoding_hint}' (known: {', '.join(wire.ENCODINGS)})")
+        wire.check_array(array)
         key = (prompt_id, node_id)
         entry = StoredResult(array, encoding_hint, self._clock())
         with self._lock:
@@ -182,9 +184,11 @@ async def _stream(response: web.StreamResponse, pieces: Generator[bytes | memory
             pending = asyncio.ensure_future(asyncio.to_thread(next, pieces, None))
             await response.write(piece)
     finally:
-        # A disconnect leaves one step running in its thread; let it end before closing the generator.
-        await asyncio.gather(pending, return_exceptions=True)
-        pieces.close()
+        # After a disconnect one step may still run in its thread; close the generator once it ends.
+        if pending.done():
+            pieces.close()
+        else:
+            pending.add_done_callback(lambda _: pieces.close())
 
 
 def _missing(prompt_id: str, node_id: str) -> web.Response:

@@ -1,15 +1,24 @@
 """Which share runs where: shares wait on the master and are handed out only to a free participant.
 
-Workers pull: a participant that frees up takes the lowest pending share, so a fast worker is never
-idle while a slow one still has work queued, and output order never depends on who finished first.
-A participant that failed a share is excluded from the rest of the job (its failure is kept to name
-it in the error), and its share goes back to the front of the line.
+Nothing is committed early to a participant's own queue beyond a small window (one share running,
+one waiting), so a fast GPU never sits idle while a slow one has work queued. Which free participant
+takes which share is decided by earliest expected finish (list scheduling on the speed model): a slow
+participant is not given the last shares when a fast one would finish them sooner. Output order
+never depends on who rendered what. A participant that failed a share is excluded from the rest of
+the job (its failure is kept to name it in the error), and its share goes back to the line.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from .planner import BatchSlice
+
+WINDOW = 2
+"""Shares a worker may hold: one running and one waiting in its ComfyUI queue, hiding the gap
+between two shares (result download, next submit) without hoarding work."""
 
 
 class ShareState(str, enum.Enum):
@@ -24,45 +33,54 @@ class Share:
     """One unit of a job, rendered by exactly one participant in the end."""
 
     index: int
+    batch: BatchSlice | None = None
+    """Split mode: the slice of the single-instance batch this share renders."""
     state: ShareState = ShareState.PENDING
     participant: str | None = None
+    claimed_at: float | None = None
     attempts: list[str] = field(default_factory=list)
     """One line per failed attempt: "worker 'x': cause"."""
     progress: dict | None = None
 
+    @property
+    def units(self) -> int:
+        return self.batch.length if self.batch else 1
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A worker as the scheduler sees it at one moment."""
+
+    id: str
+    seconds_per_unit: float
+    busy_until: float
+    """When the shares it holds should be done (now, if it holds none)."""
+    holding: int
+
 
 class ShareQueue:
-    """Pending shares of one job and who may still take them."""
+    """The shares of one job and who may still take them."""
 
-    def __init__(self, share_indexes: list[int]) -> None:
-        self.shares = {index: Share(index) for index in share_indexes}
+    def __init__(self, shares: Sequence[Share]) -> None:
+        self.shares = {share.index: share for share in shares}
         self.excluded: dict[str, str] = {}
         """participant id -> why it may not take more shares of this job ("worker 'x': cause")."""
 
     def pending(self) -> list[Share]:
         return sorted((s for s in self.shares.values() if s.state == ShareState.PENDING), key=lambda s: s.index)
 
-    def running(self) -> list[Share]:
-        return [s for s in self.shares.values() if s.state == ShareState.RUNNING]
+    def held_by(self, participant: str) -> list[Share]:
+        held = [s for s in self.shares.values() if s.state == ShareState.RUNNING and s.participant == participant]
+        return sorted(held, key=lambda s: s.claimed_at or 0.0)
 
     def is_finished(self) -> bool:
         return all(s.state == ShareState.DONE for s in self.shares.values())
 
-    def may_take(self, participant: str) -> bool:
-        return participant not in self.excluded and not any(s.participant == participant for s in self.running())
-
-    def claim(self, participant: str) -> Share | None:
-        """The lowest pending share for a free participant, marked running; None if nothing fits."""
-        if not self.may_take(participant):
-            return None
-        pending = self.pending()
-        if not pending:
-            return None
-        share = pending[0]
+    def claim(self, share: Share, participant: str, now: float) -> None:
         share.state = ShareState.RUNNING
         share.participant = participant
+        share.claimed_at = now
         share.progress = None
-        return share
 
     def complete(self, share: Share) -> None:
         share.state = ShareState.DONE
@@ -76,6 +94,7 @@ class ShareQueue:
         share.attempts.append(failure)
         share.state = ShareState.PENDING
         share.participant = None
+        share.claimed_at = None
         share.progress = None
         self.excluded[participant] = failure
 
@@ -85,3 +104,26 @@ class ShareQueue:
         for share in failed:
             share.state = ShareState.FAILED
         return failed
+
+
+def assignments_now(pending: list[Share], participants: list[Participant], now: float, window: int = WINDOW) -> list[tuple[Share, str]]:
+    """The shares to hand out now, by earliest expected finish over all pending shares.
+
+    Every pending share is placed, in index order, on the participant that would finish it first
+    (participants listed first win ties). A placement is handed out now only if it fits in that
+    participant's window; the rest stays on the master, to be decided again when anything changes.
+    """
+    available = {p.id: (now if p.holding == 0 else max(now, p.busy_until)) for p in participants}
+    free_slots = {p.id: window - p.holding for p in participants}
+    order = {p.id: position for position, p in enumerate(participants)}
+    speed = {p.id: p.seconds_per_unit for p in participants}
+    now_assigned: list[tuple[Share, str]] = []
+    for share in pending:
+        if not participants:
+            break
+        best = min(participants, key=lambda p: (available[p.id] + speed[p.id] * share.units, order[p.id])).id
+        available[best] += speed[best] * share.units
+        free_slots[best] -= 1
+        if free_slots[best] >= 0:
+            now_assigned.append((share, best))
+    return now_assigned

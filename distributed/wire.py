@@ -92,13 +92,17 @@ def _block_size(dtype: np.dtype, shape: tuple[int, ...], chunk_size: int) -> int
     return max(unit, chunk_size // unit * unit)
 
 
-def _as_wire_array(array: np.ndarray) -> np.ndarray:
-    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-    if dtype not in _DTYPE_CODES:
+def check_array(array: np.ndarray) -> None:
+    """Raises ValueError for an array the format cannot carry, before anything is streamed."""
+    if array.dtype.newbyteorder("<") not in _DTYPE_CODES:
         raise ValueError(f"wire format carries uint8, float16 or float32, not {array.dtype}")
     if array.ndim > MAX_NDIM:
         raise ValueError(f"wire format carries at most {MAX_NDIM} dimensions, not {array.ndim}")
-    return np.require(array, dtype=dtype, requirements="C")
+
+
+def _as_wire_array(array: np.ndarray) -> np.ndarray:
+    check_array(array)
+    return np.require(array, dtype=array.dtype.newbyteorder("<"), requirements="C")
 
 
 def encode_header(header: WireHeader) -> bytes:

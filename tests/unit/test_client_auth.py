@@ -106,7 +106,8 @@ async def test_changed_token_gets_a_new_session(aiohttp_server: Serve) -> None:
 async def test_unreadable_ca_bundle_is_reported_as_a_tls_problem(tmp_path) -> None:
     pool = ClientPool()
     try:
-        client = pool.client(WorkerConfig(id="w", name="Cloud", type="cloud", url="https://gpu.example", tls_ca_file=str(tmp_path / "none.pem")))
+        worker = WorkerConfig(id="w", name="Cloud", type="cloud", url="https://gpu.example", tls_ca_file=str(tmp_path / "none.pem"))
+        client = pool.client(worker)
         with pytest.raises(WorkerOffline) as caught:
             await client.system_stats()
     finally:

@@ -80,3 +80,47 @@ def test_collector_feeding_another_collector_is_refused() -> None:
     prompt["7"] = {"class_type": "DistributedCollector", "inputs": {"images": ["4", 0]}}
     with pytest.raises(PlanError, match="feeds another collector"):
         plan(prompt)
+
+
+def _latent_prompt(batch: int = 5, split: bool = True) -> dict:
+    return {
+        "1": {"class_type": "DistributedSeed", "inputs": {"seed": 7}},
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": ["1", 0], "latent_image": ["2", 0]}},
+        "4": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0]}},
+        "5": {"class_type": "DistributedCollector", "inputs": {"images": ["4", 0], "split_batch": split}},
+    }
+
+
+def test_split_share_samples_only_its_slice_with_the_users_seed() -> None:
+    from distributed.planner import BatchSlice
+
+    share = plan(_latent_prompt()).share_prompt(2, BatchSlice(3, 2))
+    assert share["3"]["inputs"] == {"seed": 7, "latent_image": ["2.slice", 0]}
+    assert share["2.slice"] == {"class_type": "LatentFromBatch", "inputs": {"samples": ["2", 0], "batch_index": 3, "length": 2}}
+
+
+def test_split_batch_follows_speed_and_covers_every_image_once() -> None:
+    from distributed.planner import BatchSlice, split_batch
+
+    assert split_batch(8, [1.0, 1.0, 2.0]) == [BatchSlice(0, 2), BatchSlice(2, 2), BatchSlice(4, 4)]
+    assert split_batch(2, [1.0, 1.0, 1.0]) == [BatchSlice(0, 1), BatchSlice(1, 1), None]
+
+
+def test_split_needs_an_empty_latent_with_a_literal_batch_size() -> None:
+    prompt = _latent_prompt()
+    prompt["2"]["inputs"]["batch_size"] = ["9", 0]
+    with pytest.raises(PlanError, match="literal batch_size"):
+        plan(prompt)
+
+
+def test_workflow_key_ignores_the_seed_but_not_the_work() -> None:
+    a, b, c = _latent_prompt(), _latent_prompt(), _latent_prompt(batch=6)
+    b["1"]["inputs"]["seed"] = 999
+    assert plan(a).workflow_key == plan(b).workflow_key != plan(c).workflow_key
+
+
+def test_shares_setting_is_read_from_the_collector() -> None:
+    prompt = _prompt()
+    prompt["4"]["inputs"]["shares"] = 12
+    assert plan(prompt).shares == 12

@@ -92,6 +92,11 @@ def test_unknown_encoding_hint_is_refused() -> None:
         ResultStore().put("p1", "9", image(), encoding_hint="gif")
 
 
+def test_array_the_wire_cannot_carry_is_refused_when_stored() -> None:
+    with pytest.raises(ValueError, match="uint8, float16 or float32"):
+        ResultStore().put("p1", "9", np.zeros((2, 2), dtype=np.int64))
+
+
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient]]
 
 
