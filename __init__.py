@@ -41,6 +41,7 @@ if "server" in sys.modules and hasattr(sys.modules["server"], "PromptServer"):
             ),
             user_dir=Path(folder_paths.get_user_directory()),
             port=args.port,
+            input_dir=Path(folder_paths.get_input_directory()),
         ))
         _application.install()
         nodes.bind(_application)

@@ -25,7 +25,7 @@ from .errors import DistributedError, WorkerUnavailable
 from .events import Events
 from .gpus import discover_gpus, first_launch_workers
 from .health import HealthMonitor
-from .models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus
+from .models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus, public_view
 from .planner import COLLECTOR_CLASS, JOB_INPUT, has_collector, slice_latents
 from .processes import LocalWorkerManager, MasterLayout
 from .registry import Registry
@@ -48,6 +48,8 @@ class MasterPaths:
     layout: MasterLayout
     user_dir: Path
     port: int
+    input_dir: Path | None = None
+    """The master's input folder: files its prompts load are uploaded to remote workers from here."""
 
 
 class DistributedApp:
@@ -60,7 +62,7 @@ class DistributedApp:
         self.events = Events(server.send_sync)
         self.clients = ClientPool()
         self.health = HealthMonitor(self.registry, self.clients, self.events)
-        self.dispatcher = Dispatcher(self.registry, self.health, self.clients, self.events)
+        self.dispatcher = Dispatcher(self.registry, self.health, self.clients, self.events, paths.input_dir)
         self.processes = LocalWorkerManager(
             paths.layout,
             Path(os.environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu"),
@@ -187,7 +189,7 @@ class DistributedApp:
         return self._worker_view(self.registry.worker(worker_id))
 
     def _worker_view(self, worker: WorkerConfig) -> dict[str, Any]:
-        return {**worker.model_dump(mode="json"), "base_url": worker.base_url, "status": self.health.status(worker.id).as_json()}
+        return {**public_view(worker), "base_url": worker.base_url, "status": self.health.status(worker.id).as_json()}
 
     async def test_connection(self, worker: WorkerConfig) -> dict[str, Any]:
         """Checks a worker through the master and says exactly which step failed."""

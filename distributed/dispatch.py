@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,7 @@ class Job:
     results: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
+    finished_at: float | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     last_progress_event: float = 0.0
@@ -84,8 +86,9 @@ class Job:
             for s in sorted(self.queue.shares.values(), key=lambda s: s.index)
         ]
         mode = "split" if self.plan and self.plan.split else "shares" if self.plan and self.plan.shares else "fan-out"
+        duration = None if self.started_at is None or self.finished_at is None else round(self.finished_at - self.started_at, 3)
         return {"job_id": self.job_id, "prompt_id": self.prompt_id, "state": self.state, "error": self.error,
-                "mode": mode, "created_at": self.created_at,
+                "mode": mode, "created_at": self.created_at, "duration_s": duration,
                 "collectors": list(self.plan.collector_ids) if self.plan else [], "shares": shares}
 
 
@@ -96,13 +99,15 @@ def _batch_json(batch: BatchSlice | None) -> dict[str, int] | None:
 class Dispatcher:
     """Owns every job of this master."""
 
-    def __init__(self, registry: Registry, health: HealthMonitor, clients: ClientPool, events: Events) -> None:
+    def __init__(
+        self, registry: Registry, health: HealthMonitor, clients: ClientPool, events: Events, input_dir: Path | None = None
+    ) -> None:
         self._registry = registry
         self._health = health
         self._clients = clients
         self._events = events
         self._jobs: dict[str, Job] = {}
-        self._runner = ShareRunner(registry)
+        self._runner = ShareRunner(registry, input_dir)
         self.speeds = SpeedModel()
         self._last_finish: dict[str, float] = {}
         """When each worker last delivered a share: a queued share's own time starts there."""
@@ -323,6 +328,7 @@ class Dispatcher:
         if state == "failed":
             job.queue.fail_pending()
         job.state = state
+        job.finished_at = time.monotonic()
         job.finished.set()
         self._publish(job)
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError, DistributedError, ProcessError, RegistryConflict, UnknownWorker, WorkerUnavailable
-from .models import ConfigPatch, RegistryFile, WorkerConfig, WorkerCreate, WorkerPatch
+from .models import ConfigPatch, RegistryFile, WorkerConfig, WorkerCreate, WorkerPatch, keep_masked_secrets
 from .registry import describe_validation_error
 
 if TYPE_CHECKING:
@@ -139,7 +139,8 @@ def register(routes: web.RouteTableDef, app: DistributedApp) -> None:
             index = next((i for i, w in enumerate(config.workers) if w.id == worker_id), None)
             if index is None:
                 raise UnknownWorker(worker_id)
-            config.workers[index] = _worker(worker_id, {**config.workers[index].model_dump(), **changes})
+            current = config.workers[index]
+            config.workers[index] = _worker(worker_id, {**current.model_dump(), **keep_masked_secrets(current, changes)})
             return config
 
         app.registry.update(edit)

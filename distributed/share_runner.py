@@ -169,10 +169,8 @@ class ShareRunner:
                 raise WorkerFailed(client.name, describe_execution_error(message.data))
             if message.type == "execution_interrupted":
                 raise WorkerFailed(client.name, "the run was interrupted on the worker")
-            if message.type == "execution_success":
-                return
             if message.type == "executing" and owner == prompt_id and message.data.get("node") is None:
-                return
+                return  # sent once the history entry is written; execution_success comes just before it
             if message.type == "progress":
                 share.progress = {"value": message.data.get("value"), "max": message.data.get("max"), "node": message.data.get("node")}
                 on_progress()

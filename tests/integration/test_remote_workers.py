@@ -30,7 +30,7 @@ from PIL import Image
 from distributed.client import ClientPool
 from distributed.models import WorkerConfig
 from distributed.registry import Registry
-from distributed.scheduler import ShareQueue
+from distributed.scheduler import Share
 from distributed.share_runner import ShareRunner
 from tests.conftest import OUTPUT_ROOT, Cluster, mutate_headers
 from tests.harness import ComfyInstance, reset_dir, wait_until
@@ -295,9 +295,8 @@ async def test_input_image_is_uploaded_once_across_three_runs(cluster: Cluster, 
     try:
         results = []
         for run in range(3):
-            share = ShareQueue([run + 1]).claim("b")
             async with asyncio.timeout(60):
-                results.append(await runner.run(prompt, ("2",), share, pool.client(worker), lambda: None))
+                results.append(await runner.run(prompt, ("2",), Share(run + 1), pool.client(worker), lambda: None))
     finally:
         await pool.close()
 

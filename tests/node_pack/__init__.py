@@ -5,6 +5,7 @@ Installed into test ComfyUI instances (master and workers) as a custom node fold
 
 from __future__ import annotations
 
+import os
 import time
 
 import comfy.model_management
@@ -59,7 +60,10 @@ class DistTestNoise:
 
 
 class DistTestSleep:
-    """Passes images through after `seconds`, reporting `steps` progress steps like a sampler would."""
+    """Passes images through after `seconds`, reporting `steps` progress steps like a sampler would.
+
+    DIST_TEST_SLOWDOWN in the instance's environment multiplies the time: a slower simulated GPU.
+    """
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -76,6 +80,7 @@ class DistTestSleep:
     CATEGORY = "distributed_tests"
 
     def sleep(self, images, seconds, steps, salt=0, unique_id=None):
+        seconds *= float(os.environ.get("DIST_TEST_SLOWDOWN", "1"))
         progress = comfy.utils.ProgressBar(steps, node_id=unique_id)
         for step in range(steps):
             deadline = time.monotonic() + seconds / steps
