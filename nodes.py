@@ -133,6 +133,7 @@ class DistributedCollector:
             raise RuntimeError(f"Distributed Collector: {error}") from None
         reference = labelled[0][1]
         batch = torch.cat([part.to(device=reference.device, dtype=reference.dtype) for _, part in labelled], dim=0)
+        _app.release_job(job_id, str(unique_id))
         return (batch,)
 
 

@@ -62,7 +62,10 @@ class DistributedApp:
         self.events = Events(server.send_sync)
         self.clients = ClientPool()
         self.health = HealthMonitor(self.registry, self.clients, self.events)
-        self.dispatcher = Dispatcher(self.registry, self.health, self.clients, self.events, paths.input_dir)
+        self.dispatcher = Dispatcher(
+            self.registry, self.health, self.clients, self.events, paths.input_dir,
+            master_prompt_ended=lambda prompt_id: bool(server.prompt_queue.get_history(prompt_id=prompt_id)),
+        )
         self.processes = LocalWorkerManager(
             paths.layout,
             Path(os.environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu"),
@@ -171,8 +174,9 @@ class DistributedApp:
         self._server.loop.call_soon_threadsafe(self.dispatcher.master_done, job_id)
         return run_on_loop(self._server.loop, self.dispatcher.results(job_id), is_interrupted, on_tick)
 
-    def cancel_job(self, job_id: str, reason: str) -> None:
-        asyncio.run_coroutine_threadsafe(self.dispatcher.cancel(job_id, reason), self._server.loop)
+    def release_job(self, job_id: str, collector_id: str) -> None:
+        """The collector has its images: the job may drop them."""
+        self._server.loop.call_soon_threadsafe(self.dispatcher.release, job_id, collector_id)
 
     # --- views for routes and events ------------------------------------------------------
 

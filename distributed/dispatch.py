@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ PROGRESS_EVENT_INTERVAL = 0.25
 KEEP_FINISHED_JOBS = 50
 NEVER_STARTED_SECONDS = 24 * 3600
 ONLINE_STATES = (WorkerState.ONLINE, WorkerState.BUSY)
+MASTER_CHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -100,9 +102,17 @@ class Dispatcher:
     """Owns every job of this master."""
 
     def __init__(
-        self, registry: Registry, health: HealthMonitor, clients: ClientPool, events: Events, input_dir: Path | None = None
+        self,
+        registry: Registry,
+        health: HealthMonitor,
+        clients: ClientPool,
+        events: Events,
+        input_dir: Path | None = None,
+        master_prompt_ended: Callable[[str], bool] = lambda prompt_id: False,
     ) -> None:
         self._registry = registry
+        self._master_prompt_ended = master_prompt_ended
+        """True once the master's own prompt is over (in its history): nobody will collect any more."""
         self._health = health
         self._clients = clients
         self._events = events
@@ -253,17 +263,19 @@ class Dispatcher:
                     self._publish(job)
                 if running:
                     stuck_since = None
-                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(running, timeout=MASTER_CHECK_SECONDS, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         share, worker = running.pop(task)
                         self._settle(job, share, worker, task)
+                    self._check_master(job)
                     continue
                 stuck_since = stuck_since or time.monotonic()
                 waited = time.monotonic() - stuck_since
                 timeout = self._registry.snapshot().settings.assign_timeout
                 if waited >= timeout:
                     raise JobFailed(self._failure_message(job, timeout))
-                await self._health.wait_for_change(min(1.0, timeout - waited))
+                await self._health.wait_for_change(min(MASTER_CHECK_SECONDS, timeout - waited))
+                self._check_master(job)
             self._finish(job, "done")
         except JobFailed as error:
             job.error = str(error)
@@ -280,6 +292,18 @@ class Dispatcher:
             w for w in self._registry.snapshot().workers
             if w.enabled and w.id not in job.queue.excluded and self._health.status(w.id).state in ONLINE_STATES
         ]
+
+    def _check_master(self, job: Job) -> None:
+        """Stops a job whose master prompt ended (interrupted, or failed elsewhere) before collecting."""
+        if job.prompt_id is not None and self._master_prompt_ended(job.prompt_id):
+            raise JobFailed("the master's prompt ended before its shares were collected (interrupted or failed)")
+
+    def release(self, job_id: str, collector_id: str) -> None:
+        """Drops a collector's images once it has them, so finished jobs hold no image memory."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            for outputs in job.results.values():
+                outputs.pop(collector_id, None)
 
     def _participants(self, job: Job, workers: list[WorkerConfig], now: float) -> list[Participant]:
         """Each candidate worker's speed and when the shares it holds should be done."""
@@ -353,6 +377,9 @@ class Dispatcher:
         finished = [job for job in self.jobs() if job.finished.is_set()]
         for job in finished[KEEP_FINISHED_JOBS:]:
             self._jobs.pop(job.job_id, None)
+        for job in finished:
+            if job.results and job.prompt_id is not None and self._master_prompt_ended(job.prompt_id):
+                job.results.clear()  # never collected: the master's prompt failed before its collector ran
         stale = time.time() - NEVER_STARTED_SECONDS
         for job in [job for job in self._jobs.values() if job.state == "registered" and job.created_at < stale]:
             self._jobs.pop(job.job_id, None)
