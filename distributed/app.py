@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -73,12 +76,14 @@ class DistributedApp:
             stop_on_exit=lambda: self.registry.snapshot().settings.stop_workers_on_exit,
         )
         self._process_states: dict[str, WorkerStatus] = {}
+        self._checks: set[asyncio.Future] = set()
         self.health.set_override(self._process_states.get)
         self.registry.subscribe(lambda config: self.events.registry_changed(self.snapshot()))
 
     def install(self) -> None:
         """Registers the on-prompt hook, the routes and the background tasks with ComfyUI."""
         self.processes.hold_lease()  # early: workers of a previous master are waiting for it
+        _exit_cleanly_on_sigterm()
         self._server.add_on_prompt_handler(self.on_prompt)
         routes.register(self._server.routes, self)
         add_process_routes(self._server.routes, self.processes, self.registry.worker, routes.guard,
@@ -132,9 +137,15 @@ class DistributedApp:
         """The process manager's view of a local worker; health checks take over once it answers."""
         if state in PROCESS_STATES_SHOWN:
             self._process_states[worker_id] = WorkerStatus(state, error=error)
-        else:
-            self._process_states.pop(worker_id, None)
+            self.events.worker_status(worker_id, self.health.status(worker_id))
+            return
+        self._process_states.pop(worker_id, None)
         self.events.worker_status(worker_id, self.health.status(worker_id))
+        worker = self.registry.snapshot().worker(worker_id)
+        if worker is not None and worker.enabled:
+            check = asyncio.ensure_future(self.health.check(worker))  # now, not at the next backed-off poll
+            self._checks.add(check)
+            check.add_done_callback(self._checks.discard)
 
     async def _watch_registry(self) -> None:
         """Notices hand edits of workers.json within a second, even when nothing reads it."""
@@ -213,3 +224,15 @@ class DistributedApp:
             await self.processes.stop(worker_id)
         self._process_states.pop(worker_id, None)
         await self.clients.forget(worker_id)
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """Makes SIGTERM a normal exit, so exit handlers stop local workers at once.
+
+    Python's default SIGTERM ends the process without running them; the workers' watchdog would
+    still end them, but only after its lease deadline. Left alone if ComfyUI or the user set a handler.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
