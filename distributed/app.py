@@ -204,7 +204,8 @@ class DistributedApp:
         return self._worker_view(self.registry.worker(worker_id))
 
     def _worker_view(self, worker: WorkerConfig) -> dict[str, Any]:
-        return {**public_view(worker), "base_url": worker.base_url, "status": self.health.status(worker.id).as_json()}
+        return {**public_view(worker), "base_url": worker.base_url, "status": self.health.status(worker.id).as_json(),
+                "relative_speed": self.dispatcher.speeds.latest_relative_speed(worker.id)}
 
     async def test_connection(self, worker: WorkerConfig) -> dict[str, Any]:
         """Checks a worker through the master and says exactly which step failed."""

@@ -48,6 +48,10 @@ class Settings(_Strict):
     health_interval: float = Field(2.0, ge=0.2, le=300, description="Seconds between health checks of an online worker.")
     auto_launch: bool = Field(False, description="Start enabled local workers together with the master.")
     stop_workers_on_exit: bool = Field(True, description="Stop local workers when the master exits.")
+    distributed_queue: bool = Field(
+        False,
+        description="Run queued prompts that hold no collector whole on the first free participant, in list order (SwarmUI style).",
+    )
 
 
 class WorkerConfig(_Strict):
@@ -264,6 +268,7 @@ class SettingsPatch(_Strict):
     health_interval: float | None = Field(None, ge=0.2, le=300)
     auto_launch: bool | None = None
     stop_workers_on_exit: bool | None = None
+    distributed_queue: bool | None = None
 
 
 class ConfigPatch(_Strict):

@@ -18,8 +18,10 @@ SMOOTHING = 0.3
 class SpeedModel:
     def __init__(self) -> None:
         self._seconds: dict[str, dict[str, float]] = defaultdict(dict)
+        self._latest_key: str | None = None
 
     def observe(self, workflow_key: str, participant: str, seconds: float, units: int = 1) -> None:
+        self._latest_key = workflow_key
         per_unit = max(seconds, 1e-3) / max(units, 1)
         known = self._seconds[workflow_key].get(participant)
         self._seconds[workflow_key][participant] = per_unit if known is None else known + SMOOTHING * (per_unit - known)
@@ -36,6 +38,13 @@ class SpeedModel:
         seconds = self.estimates(workflow_key, participants)
         fastest = min(seconds.values(), default=1.0)
         return {p: round(fastest / s, 3) for p, s in seconds.items()}
+
+    def latest_relative_speed(self, participant: str) -> float | None:
+        """The participant's relative speed at the workflow run last, if it took part in it."""
+        known = self._seconds.get(self._latest_key or "", {})
+        if participant not in known:
+            return None
+        return round(min(known.values()) / known[participant], 3)
 
     def snapshot(self) -> dict[str, dict[str, dict[str, float]]]:
         return {
