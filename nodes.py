@@ -6,6 +6,7 @@ application object bound at start-up (`bind`), and only via `distributed.bridge`
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 import comfy.model_management
@@ -137,11 +138,61 @@ class DistributedCollector:
         return (batch,)
 
 
+class DistributedQueuedPrompt:
+    """Stands on the master for a prompt of the distributed queue, run whole where a GPU was free.
+
+    Queued by the master in place of the user's prompt (never added by hand). When the master's own
+    turn comes and no worker has taken the prompt, it runs the original graph right here; otherwise
+    it waits for the worker and saves the images as the prompt's own output nodes would.
+    """
+
+    OUTPUT_NODE = True
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    CATEGORY = "distributed"
+    DESCRIPTION = "Added by the distributed queue for a prompt run on another GPU; not for use in workflows."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"run_id": ("STRING", {"default": ""})}}
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        if _app is None:
+            raise RuntimeError("Distributed queue: this ComfyUI is not a distributed master")
+        try:
+            while True:
+                graph = _app.claim_queued_for_master(run_id, _interrupted)
+                if graph is not None:
+                    return {"result": (), "expand": graph}
+                run = _app.wait_queued(run_id, _interrupted)
+                if run is not None:
+                    break
+        except Interrupted:
+            raise comfy.model_management.InterruptProcessingException() from None
+        except DistributedError as error:
+            raise RuntimeError(f"Distributed queue: {error}") from None
+        comfy_nodes = importlib.import_module("nodes")  # ComfyUI's own nodes module, not this file
+        images = []
+        for node_id in run.outputs:
+            node = run.prompt[node_id]
+            batch = torch.from_numpy(run.images[node_id])
+            if node["class_type"] == "SaveImage":
+                prefix = node["inputs"].get("filename_prefix", "ComfyUI")
+                saved = comfy_nodes.SaveImage().save_images(batch, prefix, prompt=run.prompt)
+            else:
+                saved = comfy_nodes.PreviewImage().save_images(batch, prompt=run.prompt)
+            images += saved["ui"]["images"]
+        _app.release_queued(run_id)
+        return {"ui": {"images": images, "distributed_worker": [run.participant_name]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "DistributedSeed": DistributedSeed,
     "DistributedCollector": DistributedCollector,
+    "DistributedQueuedPrompt": DistributedQueuedPrompt,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedSeed": "Distributed Seed",
     "DistributedCollector": "Distributed Collector",
+    "DistributedQueuedPrompt": "Distributed Queued Prompt",
 }

@@ -32,7 +32,9 @@ from .models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus, publi
 from .planner import COLLECTOR_CLASS, JOB_INPUT, has_collector, slice_latents
 from .processes import LocalWorkerManager, MasterLayout
 from .registry import Registry
+from .remote_queue import QueuedRun, RemoteQueue, image_outputs
 from .routes_processes import add_process_routes
+from .share_runner import ShareRunner
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +67,12 @@ class DistributedApp:
         self.events = Events(server.send_sync)
         self.clients = ClientPool()
         self.health = HealthMonitor(self.registry, self.clients, self.events)
+        runner = ShareRunner(self.registry, paths.input_dir)
         self.dispatcher = Dispatcher(
-            self.registry, self.health, self.clients, self.events, paths.input_dir,
-            master_prompt_ended=lambda prompt_id: bool(server.prompt_queue.get_history(prompt_id=prompt_id)),
+            self.registry, self.health, self.clients, self.events, runner, master_prompt_ended=self._master_prompt_ended
+        )
+        self.remote_queue = RemoteQueue(
+            self.registry, self.health, self.clients, runner, self._master_queue, self._master_prompt_ended
         )
         self.processes = LocalWorkerManager(
             paths.layout,
@@ -92,11 +97,13 @@ class DistributedApp:
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
         await self._start_local_workers()
-        tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self._watch_registry())]
+        tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self._watch_registry()),
+                 asyncio.ensure_future(self.remote_queue.serve())]
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.remote_queue.stop()
         await self.health.stop()
         await self.processes.close()
         await self.clients.close()
@@ -163,8 +170,10 @@ class DistributedApp:
         fixed here (ComfyUI keeps one given in the request) so the job can name its prompt.
         """
         prompt = json_data.get("prompt")
-        if not isinstance(prompt, dict) or not has_collector(prompt):
+        if not isinstance(prompt, dict):
             return json_data
+        if not has_collector(prompt):
+            return self._queue_whole(json_data, prompt)
         prompt_id = str(json_data.setdefault("prompt_id", str(uuid.uuid4())))
         job = self.dispatcher.register(prompt, prompt_id)
         for node in prompt.values():
@@ -174,7 +183,40 @@ class DistributedApp:
             slice_latents(prompt, job.plan.latent_nodes, job.master_batch)
         return json_data
 
+    def _queue_whole(self, json_data: dict[str, Any], prompt: dict[str, Any]) -> dict[str, Any]:
+        """Distributed queue: the prompt is held here and a proxy is queued on the master instead."""
+        if not self.registry.snapshot().settings.distributed_queue:
+            return json_data
+        outputs = image_outputs(prompt, _is_output_node)
+        if outputs is None:
+            logger.info("Distributed queue: a prompt whose outputs are not all images runs on the master")
+            return json_data
+        prompt_id = str(json_data.setdefault("prompt_id", str(uuid.uuid4())))
+        json_data["prompt"] = self.remote_queue.submit(prompt, prompt_id, outputs)
+        json_data.pop("partial_execution_targets", None)  # they name nodes of the original graph
+        return json_data
+
+    def _master_queue(self) -> tuple[list[str], list[str]]:
+        """The master's running and pending prompt ids, pending in execution order."""
+        running, pending = self._server.prompt_queue.get_current_queue_volatile()
+        return [item[1] for item in running], [item[1] for item in sorted(pending, key=lambda item: item[0])]
+
+    def _master_prompt_ended(self, prompt_id: str) -> bool:
+        return bool(self._server.prompt_queue.get_history(prompt_id=prompt_id))
+
     # --- called by the nodes, from ComfyUI's execution thread ----------------------------------
+
+    def claim_queued_for_master(self, run_id: str, is_interrupted: Callable[[], bool]) -> dict[str, Any] | None:
+        async def claim() -> dict[str, Any] | None:
+            return self.remote_queue.claim_for_master(run_id)
+
+        return run_on_loop(self._server.loop, claim(), is_interrupted)
+
+    def wait_queued(self, run_id: str, is_interrupted: Callable[[], bool]) -> QueuedRun | None:
+        return run_on_loop(self._server.loop, self.remote_queue.result(run_id), is_interrupted)
+
+    def release_queued(self, run_id: str) -> None:
+        self._server.loop.call_soon_threadsafe(self.remote_queue.release, run_id)
 
     def start_job(self, job_id: str, is_interrupted: Callable[[], bool]) -> bool:
         """Starts the job's remote shares; True when the master must render share 0 itself."""
@@ -237,3 +279,9 @@ def _exit_cleanly_on_sigterm() -> None:
         return
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _is_output_node(class_type: str) -> bool:
+    """Whether ComfyUI knows the class as an output node (its `nodes` module, loaded before us)."""
+    node_class = sys.modules["nodes"].NODE_CLASS_MAPPINGS.get(class_type)
+    return getattr(node_class, "OUTPUT_NODE", False) is True

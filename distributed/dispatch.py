@@ -23,7 +23,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,7 +106,7 @@ class Dispatcher:
         health: HealthMonitor,
         clients: ClientPool,
         events: Events,
-        input_dir: Path | None = None,
+        runner: ShareRunner,
         master_prompt_ended: Callable[[str], bool] = lambda prompt_id: False,
     ) -> None:
         self._registry = registry
@@ -117,7 +116,7 @@ class Dispatcher:
         self._clients = clients
         self._events = events
         self._jobs: dict[str, Job] = {}
-        self._runner = ShareRunner(registry, input_dir)
+        self._runner = runner
         self.speeds = SpeedModel()
         self._last_finish: dict[str, float] = {}
         """When each worker last delivered a share: a queued share's own time starts there."""

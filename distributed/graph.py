@@ -65,3 +65,15 @@ def replace_output_with_literal(prompt: Prompt, source_id: str, output_index: in
 
 def _id_order(node_id: str) -> tuple[int, int | str]:
     return (0, int(node_id)) if node_id.isdigit() else (1, node_id)
+
+
+def with_prefix(prompt: Prompt, prefix: str) -> Prompt:
+    """A copy with every node id (and every link) prefixed, for expanding a prompt inside a node."""
+    renamed: Prompt = {}
+    for node_id, node in prompt.items():
+        copied = copy.deepcopy(node)
+        copied["inputs"] = {
+            name: [f"{prefix}{value[0]}", value[1]] if is_link(value) else value for name, value in copied.get("inputs", {}).items()
+        }
+        renamed[f"{prefix}{node_id}"] = copied
+    return renamed

@@ -33,9 +33,10 @@ export class DistributedStore extends EventTarget {
       workers: [],
       masterDevice: null,
       job: null,
-      // The master's current ComfyUI prompt. `running` is null when only its progress was seen
-      // (its start and end events go to the tab that queued it); `outcome` is done or failed.
-      masterRun: { promptId: null, progress: null, running: null, outcome: null, endedAt: null },
+      // The master's latest ComfyUI prompt as ComfyUI reports it: its step progress (sent to every
+      // tab when the prompt was queued without a client id) and, when this tab saw its end, the
+      // outcome (done or failed) and when that was.
+      masterRun: { promptId: null, progress: null, outcome: null, endedAt: null },
     };
     this.refreshSeq = 0;
     this.source = null;
@@ -48,12 +49,11 @@ export class DistributedStore extends EventTarget {
       [JOB_EVENTS.shareReassigned]: (event) => this.onShareReassigned(event.detail),
       [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
       reconnected: () => this.refresh(),
-      // The master's own share runs as ComfyUI's current prompt: its progress comes from ComfyUI.
-      execution_start: (event) => this.onMasterRun(event.detail, null),
+      // The master's own share runs as the job's `prompt_id` in ComfyUI: its steps come from ComfyUI.
       progress: (event) => this.onMasterProgress(event.detail),
-      execution_success: (event) => this.onMasterRun(event.detail, "done"),
-      execution_error: (event) => this.onMasterRun(event.detail, "failed"),
-      execution_interrupted: (event) => this.onMasterRun(event.detail, "failed"),
+      execution_success: (event) => this.onMasterEnd(event.detail, "done"),
+      execution_error: (event) => this.onMasterEnd(event.detail, "failed"),
+      execution_interrupted: (event) => this.onMasterEnd(event.detail, "failed"),
     };
   }
 
@@ -167,16 +167,20 @@ export class DistributedStore extends EventTarget {
     const now = this.now();
     const previous = this.state.job?.jobId === update.job_id ? this.state.job : null;
     const finished = update.state === "done" || update.state === "failed";
+    const shares = Array.isArray(update.shares) ? update.shares : [];
+    // A job is "done" once the workers' shares are in; the master's own share may still be running.
+    const settled = update.state === "failed" || (update.state === "done" && shares.every((share) => share.state === "done" || share.state === "failed"));
     this.state.job = {
       jobId: update.job_id,
       promptId: update.prompt_id ?? null,
       state: update.state,
+      mode: update.mode ?? null,
       error: update.error ?? null,
-      shares: Array.isArray(update.shares) ? update.shares : [],
+      shares,
+      durationS: typeof update.duration_s === "number" ? update.duration_s : null,
       startedAt: previous?.startedAt ?? now,
-      masterPromptId: previous ? previous.masterPromptId : (this.state.masterRun.running ? this.state.masterRun.promptId : null),
       collectors: Array.isArray(update.collectors) ? update.collectors.map(String) : [],
-      finishedAt: finished ? (previous?.finishedAt ?? now) : null,
+      finishedAt: settled ? (previous?.finishedAt ?? now) : null,
     };
     this.emitChange("job");
     if (update.state === "failed" && previous?.state !== "failed") {
@@ -185,38 +189,29 @@ export class DistributedStore extends EventTarget {
     if (finished && previous?.state === "running") this.refreshMasterDevice();
   }
 
-  /**
-   * ComfyUI started (`outcome` null) or ended one of the master's prompts. These events only reach
-   * the browser tab that queued the prompt; progress events reach every tab.
-   */
-  onMasterRun(detail, outcome) {
-    const run = this.state.masterRun;
-    const promptId = detail?.prompt_id ?? run.promptId;
-    if (outcome && promptId !== run.promptId) return;
-    this.state.masterRun = outcome
-      ? { ...run, running: false, outcome, endedAt: this.now() }
-      : { promptId, progress: null, running: true, outcome: null, endedAt: null };
-    this.adoptMasterPrompt(promptId);
-    if (this.state.job) this.emitChange("job");
-  }
-
-  /** Progress of the master's current prompt, less the collectors' own waiting ticks. */
+  /** Step progress of one of the master's prompts, less the collectors' own waiting ticks. */
   onMasterProgress(detail) {
     if (!detail?.prompt_id) return;
     const job = this.state.job;
     if (job?.collectors.includes(String(detail.node))) return;
-    const run = this.state.masterRun;
     const progress = { value: detail.value, max: detail.max, node: detail.node ?? null };
-    if (run.promptId === detail.prompt_id) run.progress = progress;
-    else this.state.masterRun = { promptId: detail.prompt_id, progress, running: null, outcome: null, endedAt: null };
-    this.adoptMasterPrompt(detail.prompt_id);
-    if (job?.masterPromptId === detail.prompt_id) this.emitChange("job");
+    const run = this.state.masterRun;
+    this.state.masterRun = run.promptId === detail.prompt_id
+      ? { ...run, progress }
+      : { promptId: detail.prompt_id, progress, outcome: null, endedAt: null };
+    if (job?.promptId === detail.prompt_id) this.emitChange("job");
   }
 
-  /** ComfyUI runs one prompt at a time, so the prompt running during a job is the job's own. */
-  adoptMasterPrompt(promptId) {
-    const job = this.state.job;
-    if (job && job.masterPromptId === null && job.state === "running" && promptId) job.masterPromptId = promptId;
+  /**
+   * One of the master's prompts ended. Only the tab that queued it hears this; the job snapshot
+   * says when the master's share is done, but not when its prompt was interrupted after that.
+   */
+  onMasterEnd(detail, outcome) {
+    const promptId = detail?.prompt_id;
+    if (!promptId) return;
+    const run = this.state.masterRun;
+    this.state.masterRun = { promptId, progress: run.promptId === promptId ? run.progress : null, outcome, endedAt: this.now() };
+    if (this.state.job?.promptId === promptId) this.emitChange("job");
   }
 
   onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {

@@ -1,7 +1,8 @@
 """Load: 100 prompts queued at once by 10 API clients against a master with 3 workers.
 
-The master takes part (share 0 of every prompt), so each prompt makes 4 images, one per participant,
-each stamped with its seed: every image is checked to arrive exactly once. While the prompts run, two
+The master takes part (share 0 of every prompt), so each prompt makes 4 images of 256x256, one per
+participant, each stamped with its seed and held 0.2 s by a sleep node: every image is checked to
+arrive exactly once. While the prompts run, two
 probes watch the master from outside: its resident memory (psutil on its pid, every 100 ms) and its
 event loop, measured as the latency of a cheap route (GET /distributed/workers) polled every 20 ms
 from another thread: a request answered late means the loop was busy that long. The figures go to
@@ -26,6 +27,9 @@ CLIENTS = 10
 PROMPTS_PER_CLIENT = 10
 SEED_STEP = 10
 PROBE_INTERVAL = 0.02
+SIZE = 256
+SHARE_SECONDS = 0.2
+"""Each share sleeps this long (DistTestSleep), so the run lasts long enough for the probes to see it."""
 
 
 class MasterProbe:
@@ -73,7 +77,8 @@ def test_hundred_prompts_from_ten_clients_all_complete_with_every_image_once(clu
         queued = []
         for seed in client_seeds:
             started = time.perf_counter()
-            prompt_id = cluster.master.queue_prompt(seed_stamp_prompt(seed=seed, prefix=f"load-{seed}"))
+            prompt_id = cluster.master.queue_prompt(seed_stamp_prompt(seed=seed, width=SIZE, height=SIZE, sleep=SHARE_SECONDS,
+                                                                       prefix=f"load-{seed}"))
             queued.append((seed, prompt_id, time.perf_counter() - started))
         return queued
 
@@ -95,6 +100,7 @@ def test_hundred_prompts_from_ten_clients_all_complete_with_every_image_once(clu
             extra.append((seed, [stamp for stamp in got if got.count(stamp) > 1 or stamp not in wanted]))
     figures = {
         "prompts": len(entries), "clients": CLIENTS, "workers": 3, "master_participates": True,
+        "image_size": SIZE, "share_seconds": SHARE_SECONDS,
         "images": sum(len(saved_images(e, cluster.master.output_dir)) for e in entries.values()),
         "seconds_to_queue_all": round(queued_in, 2), "seconds_to_finish_all": round(finished_in, 1),
         "worst_prompt_post_ms": round(max(t for _, _, t in queued) * 1000, 1),

@@ -37,3 +37,38 @@ export function describeDevice({ device_name: name, vram_total: total, vram_free
 }
 
 export const WORKER_TYPE_LABELS = { local: "Local", remote: "Remote", cloud: "Cloud" };
+
+const OS_LABELS = { nt: "Windows", posix: "Linux/macOS" };
+
+/**
+ * The card's second line of facts, each with a tooltip: relative speed at the last workflow
+ * ("speed 0.33×", 1.00× is the fastest), the last round trip, and the worker's OS.
+ * @returns {{text: string, title: string}[]}
+ */
+export function describeWorkerFacts(worker) {
+  const facts = [];
+  const speed = worker.relative_speed;
+  if (typeof speed === "number" && Number.isFinite(speed)) {
+    facts.push({ text: `speed ${speed.toFixed(2)}×`, title: "Speed at the last workflow run, relative to the fastest GPU (1.00×)" });
+  }
+  const roundTrip = worker.status?.round_trip_ms;
+  if (typeof roundTrip === "number" && Number.isFinite(roundTrip)) {
+    facts.push({ text: `${roundTrip < 10 ? roundTrip.toFixed(1) : Math.round(roundTrip)} ms`, title: "Round trip of the last health check" });
+  }
+  const os = worker.status?.os;
+  if (typeof os === "string" && os) facts.push({ text: OS_LABELS[os] ?? os, title: `Operating system (${os})` });
+  return facts;
+}
+
+/**
+ * How the master signs in to a worker, for the card: "token ••••abcd · 2 headers · own CA".
+ * The API only ever sends masked secrets, and they are shown as it sends them.
+ */
+export function describeAccess(worker) {
+  const parts = [];
+  if (worker.auth_token) parts.push(`token ${worker.auth_token}`);
+  const headerCount = Object.keys(worker.headers ?? {}).length;
+  if (headerCount) parts.push(`${headerCount} header${headerCount === 1 ? "" : "s"}`);
+  if (worker.tls_ca_file) parts.push("own CA");
+  return parts.join(" · ");
+}

@@ -14,35 +14,45 @@ export function shareFraction(share) {
   return max > 0 ? Math.min(Math.max(value / max, 0), 1) : 0;
 }
 
+/** The master's own share: participant "master", always index 0 when the master renders. */
+const MASTER = "master";
+
 /**
- * The shares with the master's own ("local") share filled in from ComfyUI's progress for the
- * master's prompt, which the job snapshot cannot know.
+ * The shares with the master's own share completed from ComfyUI: its step progress, and a failure
+ * when its prompt ended badly. The job snapshot says "running" until the master's images are in.
  */
 export function resolveShares(job, masterRun) {
+  const ours = job.promptId !== null && masterRun.promptId === job.promptId;
   return job.shares.map((share) => {
-    if (share.state !== "local") return share;
-    const ours = job.masterPromptId !== null && masterRun.promptId === job.masterPromptId;
-    if (ours && masterRun.running === false) return { ...share, state: masterRun.outcome ?? "done", progress: null };
-    if (ours && masterRun.running === true) return { ...share, state: "running", progress: masterRun.progress };
-    if (job.state === "done" || job.state === "failed") return { ...share, state: job.state, progress: null };
-    return { ...share, state: "running", progress: ours ? masterRun.progress : null };
+    if (share.participant !== MASTER || share.state !== "running") return share;
+    if (job.state === "failed" || (ours && masterRun.outcome === "failed")) return { ...share, state: "failed", progress: null };
+    return { ...share, progress: ours ? masterRun.progress : null };
   });
 }
 
 /**
  * The run as the panel shows it: "running" until the job and the master's own share are both
- * finished, its shares, the fraction done (0..1) and when it ended.
+ * finished, its shares, the fraction done (0..1) and its duration in seconds once it ended.
  */
-export function describeJob(job, masterRun) {
+export function describeJob(job, masterRun, now) {
   const shares = resolveShares(job, masterRun);
   const sharesRunning = shares.some((share) => share.state === "running" || share.state === "pending");
   let state = "running";
-  if (job.state === "failed") state = "failed";
+  if (job.state === "failed" || shares.some((share) => share.participant === MASTER && share.state === "failed")) state = "failed";
   else if (job.state === "done" && !sharesRunning) state = "done";
   const fraction = state === "done" ? 1 : shares.length ? shares.reduce((sum, s) => sum + shareFraction(s), 0) / shares.length : 0;
-  const masterEnd = job.masterPromptId !== null && masterRun.promptId === job.masterPromptId ? masterRun.endedAt : null;
-  const endedAt = state === "running" ? null : Math.max(job.finishedAt ?? 0, masterEnd ?? 0) || null;
-  return { state, shares, fraction, endedAt };
+  return { state, shares, fraction, durationS: state === "running" ? null : runDuration(job, masterRun, now) };
+}
+
+/**
+ * Seconds the run took. The server's `duration_s` ends when the workers' shares are in; the master's
+ * own share may end later, which only the panel's clock saw. A panel opened mid-run saw less than
+ * the whole run, so the longer of the two is the better figure.
+ */
+function runDuration(job, masterRun, now) {
+  const masterEnd = job.promptId !== null && masterRun.promptId === job.promptId ? masterRun.endedAt : null;
+  const seen = (Math.max(job.finishedAt ?? now, masterEnd ?? 0) - job.startedAt) / 1000;
+  return Math.max(job.durationS ?? 0, seen);
 }
 
 /** Seconds left at the rate seen so far, or null while there is too little to go on. */
@@ -52,7 +62,22 @@ export function estimateSecondsLeft(startedAt, fraction, now) {
   return (elapsed * (1 - fraction)) / fraction;
 }
 
-const SHARE_STATE_LABELS = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed", local: "Running" };
+export const MODE_LABELS = { "fan-out": "Fan-out", shares: "Shares", split: "Split batch" };
+const MODE_HINTS = {
+  "fan-out": "Every GPU renders the whole prompt with its own seed",
+  shares: "A set number of shares, each to whichever GPU finishes it first",
+  split: "One batch cut into slices in proportion to each GPU's speed",
+};
+
+/** "images 1–4" (or "image 3") for a split-batch share's slice; null without a slice. */
+export function describeBatch(batch) {
+  const start = Number(batch?.start);
+  const length = Number(batch?.length);
+  if (!Number.isInteger(start) || !Number.isInteger(length) || length < 1) return null;
+  return length === 1 ? `image ${start + 1}` : `images ${start + 1}–${start + length}`;
+}
+
+const SHARE_STATE_LABELS = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed" };
 
 function progressBar(label) {
   const fill = h("div", { class: "dgpu-bar-fill" });
@@ -70,6 +95,7 @@ function progressBar(label) {
 /** @param {{store: import("../store.js").DistributedStore}} options */
 export function createProgressView({ store }) {
   const heading = h("span", { class: "dgpu-section-title" });
+  const mode = h("span", { class: "dgpu-tag" });
   const percent = h("span", { class: "dgpu-progress-percent" });
   const overall = progressBar("Overall progress");
   const eta = h("p", { class: "dgpu-meta", role: "status" });
@@ -77,7 +103,7 @@ export function createProgressView({ store }) {
   const el = h(
     "section",
     { class: "dgpu-section dgpu-progress", "aria-label": "Distributed run", hidden: true },
-    h("div", { class: "dgpu-progress-head" }, heading, percent),
+    h("div", { class: "dgpu-progress-head" }, h("div", { class: "dgpu-progress-title" }, heading, mode), percent),
     overall.bar,
     eta,
     shares,
@@ -90,13 +116,19 @@ export function createProgressView({ store }) {
     const nodeText = node !== undefined && node !== null ? `node ${node}` : null;
     const stepText = share.state === "running" && max > 0 ? `step ${value}/${max}` : null;
     const detail = share.state === "running" ? [nodeText, stepText].filter(Boolean).join(" · ") : SHARE_STATE_LABELS[share.state] ?? share.state;
+    const range = describeBatch(share.batch);
     return h(
       "li",
       { class: ["dgpu-share", `dgpu-share-${share.state}`] },
       h(
         "div",
         { class: "dgpu-share-head" },
-        h("span", { class: "dgpu-share-name", text: share.participant ? store.participantName(share.participant) : `Share ${share.index + 1}` }),
+        h(
+          "span",
+          { class: "dgpu-share-name" },
+          share.participant ? store.participantName(share.participant) : `Share ${share.index + 1}`,
+          range ? h("span", { class: "dgpu-share-range", text: range }) : null,
+        ),
         h("span", { class: "dgpu-meta", text: detail || SHARE_STATE_LABELS[share.state] }),
       ),
       bar.bar,
@@ -107,11 +139,14 @@ export function createProgressView({ store }) {
     const job = state.job;
     el.hidden = !job;
     if (!job) return;
-    const view = describeJob(job, state.masterRun);
+    const view = describeJob(job, state.masterRun, store.now());
     overall.set(view.fraction);
     percent.textContent = `${Math.round(view.fraction * 100)}%`;
     el.dataset.state = view.state;
-    const participants = new Set(view.shares.map((s) => s.participant)).size;
+    mode.textContent = MODE_LABELS[job.mode] ?? job.mode ?? "";
+    mode.title = MODE_HINTS[job.mode] ?? "";
+    mode.hidden = !mode.textContent;
+    const participants = new Set(view.shares.map((s) => s.participant).filter(Boolean)).size;
     const gpus = `${participants} GPU${participants === 1 ? "" : "s"}`;
     if (view.state === "running") {
       heading.textContent = `Running on ${gpus}`;
@@ -120,7 +155,8 @@ export function createProgressView({ store }) {
       else eta.textContent = view.fraction >= 0.99 ? "Finishing…" : "Estimating time left…";
     } else if (view.state === "done") {
       heading.textContent = "Finished";
-      eta.textContent = `Took ${formatDuration(((view.endedAt ?? store.now()) - job.startedAt) / 1000)} on ${gpus}`;
+      const took = formatDuration(view.durationS);
+      eta.textContent = took ? `Took ${took} on ${gpus}` : `Done on ${gpus}`;
     } else {
       heading.textContent = "Failed";
       eta.textContent = job.error ?? "The run failed.";

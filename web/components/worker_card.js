@@ -1,11 +1,12 @@
 /**
- * One worker: name, type, address, GPU, status dot, enable switch, and its actions
+ * One worker: name, type, address, GPU, speed and round trip, status dot, enable switch, warnings
+ * (such as TLS checks turned off), and its actions
  * (Launch / Stop / Restart / View log for local workers; Test connection, Edit, Delete for all).
  * The card is updated in place so focus and an open log survive status pushes.
  */
 
-import { button, h, replaceChildren, toggleSwitch } from "./dom.js";
-import { describeDevice, WORKER_TYPE_LABELS, workerAddress } from "./format.js";
+import { button, h, icon, replaceChildren, toggleSwitch } from "./dom.js";
+import { describeAccess, describeDevice, describeWorkerFacts, WORKER_TYPE_LABELS, workerAddress } from "./format.js";
 import { createLogViewer } from "./log_viewer.js";
 import { describeStatus, describeTestResult } from "./status.js";
 
@@ -33,7 +34,10 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
   });
   const address = h("p", { class: "dgpu-meta dgpu-address" }, typeLabel, " · ", addressText);
   const device = h("p", { class: "dgpu-meta" });
+  const facts = h("p", { class: "dgpu-meta dgpu-facts" });
+  const access = h("p", { class: "dgpu-meta dgpu-access" });
   const status = h("p", { class: "dgpu-status" });
+  const warnings = h("ul", { class: "dgpu-warnings", "aria-label": "Warnings" });
   const feedback = h("p", { class: "dgpu-test-result", role: "status", hidden: true });
   const confirmRow = h("div", { class: "dgpu-confirm", hidden: true });
   const logSlot = h("div");
@@ -59,7 +63,10 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
     h("div", { class: "dgpu-card-head" }, dot, h("div", { class: "dgpu-card-heading" }, name), enabled.root),
     address,
     device,
+    facts,
+    access,
     status,
+    warnings,
     actions,
     feedback,
     confirmRow,
@@ -147,6 +154,14 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
     const cuda = isLocal && worker.cuda_device !== null && worker.cuda_device !== undefined ? `CUDA ${worker.cuda_device}` : null;
     device.textContent = [cuda, deviceText].filter(Boolean).join(" · ");
     device.hidden = !device.textContent;
+    replaceChildren(facts, describeWorkerFacts(worker).map((fact, i) => [i ? " · " : null, h("span", { text: fact.text, title: fact.title })]));
+    facts.hidden = !facts.firstChild;
+    access.textContent = describeAccess(worker);
+    access.title = worker.tls_ca_file ? `CA bundle: ${worker.tls_ca_file}` : "";
+    access.hidden = !access.textContent;
+    const warningList = Array.isArray(worker.warnings) ? worker.warnings : [];
+    replaceChildren(warnings, warningList.map((text) => h("li", { class: "dgpu-warning" }, icon("pi-exclamation-triangle"), h("span", { text }))));
+    warnings.hidden = warningList.length === 0;
     status.textContent = described.label;
     status.className = `dgpu-status dgpu-status-${described.tone}`;
     status.title = described.detail ?? "";
