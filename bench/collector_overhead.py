@@ -1,108 +1,328 @@
-"""What distribution costs: a distributed run against the same work on one instance.
+"""What a result costs on its way from a worker to the master: stock PNG path against the fast path.
 
-Starts K stock worker ComfyUIs and a master with this extension (orchestrating only), all on this
-machine's CPU, renders N noise images of SIZE x SIZE, and prints:
-  - the wall time of the work on one instance (one batch of N, ending in PreviewImage);
-  - the wall time of the distributed run (K shares of N/K, collected on the master, same ending);
-  - the result path alone: per-image download + decode time of the stock path (/view PNG) and its MB/s.
+Starts a master with this extension (orchestrating only), a stock worker and a worker that runs this
+extension (local-worker mode), all on this machine's CPU. For 1024 and 2048 px, smooth ("flat": a
+32 px noise field upscaled bicubic, like the large soft regions of generated images) and noisy
+content, 4 and 16 images, it prints per path:
+  - encode: on the worker, the output node's own time (PreviewImage PNG level 1, or the sink's
+    quantise + store), from the worker's history timestamps of a run whose upstream is cached;
+  - transfer: downloading the bytes (stock: every /view PNG; fast: the raw wire stream);
+  - decode: the master-side decode of those bytes into float32 IMAGE (PNG decode, or wire decode
+    plus the uint8 -> float conversion), in CPU seconds of one thread of this process (the machine
+    is shared, and wall time there measured other people's load as much as ours);
+  - per image: (encode + transfer + decode) / images, without credit for their overlap;
+  - stall: the master's worst event-loop stall during a real distributed run of the same work,
+    measured as the worst round trip of `GET /distributed/jobs` polled every 5 ms from this
+    process (the route does no I/O, so its latency is the loop's lateness plus ~1 ms of HTTP).
+Then, behind a 100 Mbit/s `tc tbf` cap (network namespace; netem is missing from this kernel), the
+fast path's raw and zlib transfers of 4 smooth 2048 px images, and what the master's link monitor
+chooses after it has measured the link. Needs root for the namespace; skipped otherwise.
 
-Usage: scripts/bench.sh collector_overhead [--images 8] [--size 1024] [--workers 2]
+`--overhead` prints instead the older figure: a distributed run against the same work on one instance.
+
+Usage: scripts/bench.sh collector_overhead [--quick] [--overhead]   (about 4 minutes)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
+import os
+import shutil
+import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 
-from distributed import gather
+from distributed import gather, wire
 from distributed.client import WorkerClient
+from distributed.fast_path import RESULT_UI_KEY, SINK_CLASS
 from distributed.models import WorkerConfig
-from tests.harness import ComfyInstance, reset_dir
+from tests.harness import ComfyInstance, reset_dir, wait_until
+
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "bench-collector"
+SIZES = (1024, 2048)
+CONTENTS = ("flat", "noisy")
+COUNTS = (4, 16)
+TBF_RATE = "100mbit"
 
 
-def noise_prompt(seed: int, size: int, batch: int, distributed: bool) -> dict:
-    source = ["1", 0] if distributed else seed
-    prompt = {
-        "2": {"class_type": "DistTestNoise", "inputs": {"seed": source, "width": size, "height": size, "batch_size": batch}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0] if distributed else ["2", 0]}},
+# --- prompts ----------------------------------------------------------------------------------
+
+
+def content_nodes(kind: str, size: int, count: int, seed: Any) -> dict[str, dict]:
+    """Node "2" renders the images."""
+    if kind == "noisy":
+        return {"2": {"class_type": "DistTestNoise", "inputs": {"seed": seed, "width": size, "height": size, "batch_size": count}}}
+    return {
+        "1a": {"class_type": "DistTestNoise", "inputs": {"seed": seed, "width": 32, "height": 32, "batch_size": count}},
+        "2": {"class_type": "ImageScale", "inputs": {"image": ["1a", 0], "upscale_method": "bicubic", "width": size, "height": size,
+                                                     "crop": "disabled"}},
     }
-    if distributed:
-        prompt["1"] = {"class_type": "DistributedSeed", "inputs": {"seed": seed}}
-        prompt["3"] = {"class_type": "DistributedCollector", "inputs": {"images": ["2", 0]}}
+
+
+def worker_prompt(kind: str, size: int, count: int, output: str, salt: int) -> dict:
+    """Content -> a zero-second pass-through whose salt changes -> output: only the output re-runs.
+
+    PreviewAny (it prints a tensor's summary) is the cheap output that warms the content's cache.
+    """
+    prompt = content_nodes(kind, size, count, 5)
+    prompt["3"] = {"class_type": "DistTestSleep", "inputs": {"images": ["2", 0], "seconds": 0.0, "steps": 1, "salt": salt}}
+    inputs: dict[str, Any] = {"images": ["3", 0]}
+    if output == SINK_CLASS:
+        inputs |= {"precision": "uint8", "encoding": "raw"}
+    if output == "PreviewAny":
+        inputs = {"source": ["3", 0]}
+    prompt["4"] = {"class_type": output, "inputs": inputs}
     return prompt
 
 
-def timed_run(instance: ComfyInstance, prompt: dict) -> tuple[float, dict]:
-    start = time.perf_counter()
-    entry = instance.wait_history(instance.queue_prompt(prompt), timeout=1200)
-    elapsed = time.perf_counter() - start
+def master_prompt(kind: str, size: int, count: int, seed: int) -> dict:
+    prompt = content_nodes(kind, size, count, ["1", 0])
+    prompt["1"] = {"class_type": "DistributedSeed", "inputs": {"seed": seed}}
+    prompt["4"] = {"class_type": "DistributedCollector", "inputs": {"images": ["2", 0]}}
+    prompt["5"] = {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}}
+    return prompt
+
+
+def run(instance: ComfyInstance, prompt: dict) -> tuple[str, dict]:
+    prompt_id = instance.queue_prompt(prompt)
+    entry = instance.wait_history(prompt_id, timeout=600)
     if entry["status"]["status_str"] != "success":
         raise SystemExit(f"run failed on {instance.name}: {json.dumps(entry['status'])[:800]}")
-    return elapsed, entry
+    return prompt_id, entry
 
 
-async def result_path(worker: ComfyInstance, entry: dict, node_id: str) -> tuple[float, int, int]:
-    """Seconds to download and decode a finished prompt's images through gather, bytes, count."""
-    config = WorkerConfig(id="bench", name=worker.name, port=worker.port)
+def execution_seconds(entry: dict) -> float:
+    stamps = {kind: data.get("timestamp") for kind, data in entry["status"]["messages"]}
+    return (stamps["execution_success"] - stamps["execution_start"]) / 1000
+
+
+# --- the two result paths, stage by stage -------------------------------------------------------
+
+
+@dataclass
+class Stages:
+    encode: float
+    transfer: float
+    decode: float
+    wire_bytes: int
+
+
+async def stock_stages(worker: ComfyInstance, kind: str, size: int, count: int) -> Stages:
+    run(worker, worker_prompt(kind, size, count, "PreviewAny", salt=1))
+    _, entry = run(worker, worker_prompt(kind, size, count, "PreviewImage", salt=2))
     async with aiohttp.ClientSession() as session:
-        client = WorkerClient(config, session)
-        refs = gather.image_refs(entry, node_id, worker.name)
-        size = 0
-        for ref in refs:
-            size += len(await client.view(ref))
+        client = WorkerClient(WorkerConfig(id="stock", name=worker.name, port=worker.port), session)
+        refs = gather.image_refs(entry, "4", worker.name)
         start = time.perf_counter()
-        await gather.fetch_images(client, refs)
-        return time.perf_counter() - start, size, len(refs)
+        blobs = [await client.view(ref) for ref in refs]
+        transfer = time.perf_counter() - start
+    start = time.thread_time()
+    for blob, ref in zip(blobs, refs, strict=True):
+        gather.decode_png(blob, worker.name, ref.filename)
+    return Stages(execution_seconds(entry), transfer, time.thread_time() - start, sum(map(len, blobs)))
+
+
+async def fast_stages(worker: ComfyInstance, kind: str, size: int, count: int, encoding: str = "raw") -> Stages:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        run(worker, worker_prompt(kind, size, count, "PreviewAny", salt=1))
+        prompt_id, entry = run(worker, worker_prompt(kind, size, count, SINK_CLASS, salt=2))
+        [described] = entry["outputs"]["4"][RESULT_UI_KEY]
+        start = time.perf_counter()
+        async with session.get(f"{worker.url}/distributed/results/{prompt_id}/4", params={"encoding": encoding}) as response:
+            body = await response.read()
+        transfer = time.perf_counter() - start
+    start = time.thread_time()
+    gather.as_images(wire.decode(body, worker.name))
+    stages = Stages(execution_seconds(entry), transfer, time.thread_time() - start, len(body))
+    assert described["shape"][0] == count
+    return stages
+
+
+# --- the master's event loop, seen from outside ---------------------------------------------------
+
+
+class LoopProbe:
+    """Polls a master route with one keep-alive connection; the worst round trip is the loop's worst stall."""
+
+    def __init__(self, port: int, interval: float = 0.005) -> None:
+        self._port = port
+        self._interval = interval
+        self._stop = threading.Event()
+        self.worst = 0.0
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> LoopProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _poll(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self._port, timeout=30)
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            connection.request("GET", "/distributed/jobs")
+            connection.getresponse().read()
+            self.worst = max(self.worst, time.perf_counter() - start)
+            self._stop.wait(self._interval)
+        connection.close()
+
+
+def use_worker(master: ComfyInstance, registry: Path, worker_id: str, worker: ComfyInstance, host: str = "127.0.0.1") -> None:
+    registry.write_text(json.dumps({"version": 1, "master": {"participate": False},
+                                    "settings": {"health_interval": 0.5, "worker_timeout": 60, "assign_timeout": 60},
+                                    "workers": [{"id": worker_id, "name": worker.name, "type": "remote", "host": host,
+                                                 "port": worker.port}]}))
+
+    def online() -> bool:
+        workers = master.get("/distributed/workers")[1]["workers"]
+        return [w["id"] for w in workers] == [worker_id] and workers[0]["status"]["state"] in ("online", "busy")
+
+    wait_until(online, 30, message=f"the master to use {worker_id}")
+
+
+def master_stall(master: ComfyInstance, kind: str, size: int, count: int, seed: int) -> float:
+    with LoopProbe(master.port) as probe:
+        run(master, master_prompt(kind, size, count, seed))
+    return probe.worst
+
+
+# --- a worker behind a bandwidth cap ------------------------------------------------------------
+
+
+class NamespacedWorker(ComfyInstance):
+    namespace: str = ""
+    address: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def command(self) -> list[str]:
+        command = super().command()
+        command[command.index("--listen") + 1] = self.address
+        return ["ip", "netns", "exec", self.namespace, *command]
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
+
+
+def capped_case() -> None:
+    if os.geteuid() != 0 or shutil.which("tc") is None:
+        print("\ncapped link: skipped (needs root and iproute2)")
+        return
+    namespace, host_side, worker_side = "distbench", "dbh", "dbw"
+    if ip("netns", "add", namespace, check=False).returncode != 0:
+        print("\ncapped link: skipped (network namespaces are not allowed here)")
+        return
+    worker = NamespacedWorker("worker-capped", reset_dir(OUTPUT / "worker-capped"), with_extension=True,
+                              env={"COMFYUI_DISTRIBUTED_WORKER_ID": "capped"})
+    worker.namespace, worker.address = namespace, "10.232.7.2"
+    try:
+        ip("link", "add", host_side, "type", "veth", "peer", "name", worker_side)
+        ip("link", "set", worker_side, "netns", namespace)
+        ip("addr", "add", "10.232.7.1/24", "dev", host_side)
+        ip("link", "set", host_side, "up")
+        ip("netns", "exec", namespace, "ip", "addr", "add", "10.232.7.2/24", "dev", worker_side)
+        ip("netns", "exec", namespace, "ip", "link", "set", worker_side, "up")
+        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+        ip("netns", "exec", namespace, "tc", "qdisc", "add", "dev", worker_side, "root", "tbf", "rate", TBF_RATE,
+           "burst", "64kb", "latency", "500ms")
+        worker.start().wait_ready()
+        print(f"\ncapped link ({TBF_RATE}/s tbf), fast path, 4 flat 2048x2048 uint8 images:")
+        links = gather.LinkMonitor()
+        for encoding in ("raw", "zlib"):
+            stages = asyncio.run(fast_stages(worker, "flat", 2048, 4, encoding))
+            links.observe("capped", stages.wire_bytes, stages.transfer)
+            total = (stages.encode + stages.transfer + stages.decode) / 4
+            print(f"  {encoding:5} {stages.wire_bytes / 4e6:7.2f} MB/img  transfer {1000 * stages.transfer / 4:7.1f} ms/img"
+                  f"  per image {1000 * total:7.1f} ms")
+        choice = links.choose("capped", "uint8")
+        print(f"  link monitor after these transfers: {choice} ({links.report()['capped']['reason']})")
+    finally:
+        worker.stop()
+        ip("link", "del", host_side, check=False)
+        ip("netns", "del", namespace, check=False)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def ms(seconds: float, count: int) -> str:
+    return f"{1000 * seconds / count:8.1f}"
+
+
+def table(master: ComfyInstance, registry: Path, stock: ComfyInstance, fast: ComfyInstance, quick: bool) -> None:
+    print("collector_overhead: result path per image, ms (CPU workers on this machine; per image = encode+transfer+decode)")
+    print(f"{'size':>5} {'content':7} {'n':>3} {'path':5} {'MB/img':>7} {'encode':>8} {'transfer':>8} {'decode':>8} "
+          f"{'per img':>8} {'stall':>7}")
+    seed = 100
+    for size in SIZES:
+        for kind in CONTENTS:
+            for count in COUNTS[:1] if quick else COUNTS:
+                for path, worker_id, worker in (("stock", "stock", stock), ("fast", "fast", fast)):
+                    stages = asyncio.run((stock_stages if path == "stock" else fast_stages)(worker, kind, size, count))
+                    use_worker(master, registry, worker_id, worker)
+                    seed += 1
+                    stall = master_stall(master, kind, size, count, seed)
+                    total = stages.encode + stages.transfer + stages.decode
+                    print(f"{size:5} {kind:7} {count:3} {path:5} {stages.wire_bytes / count / 1e6:7.2f} {ms(stages.encode, count)} "
+                          f"{ms(stages.transfer, count)} {ms(stages.decode, count)} {ms(total, count)} {1000 * stall:6.0f}ms",
+                          flush=True)
+
+
+def overhead(master: ComfyInstance, registry: Path, stock: ComfyInstance) -> None:
+    use_worker(master, registry, "stock", stock)
+    start = time.perf_counter()
+    run(stock, content_nodes("noisy", 1024, 8, 11) | {"4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}})
+    direct = time.perf_counter() - start
+    start = time.perf_counter()
+    run(master, master_prompt("noisy", 1024, 8, 22))
+    print(f"one instance, 8 noisy 1024 px images: {direct:.2f} s; the same as one share on a worker via the master: "
+          f"{time.perf_counter() - start:.2f} s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="4 images only, no capped link")
+    parser.add_argument("--overhead", action="store_true", help="print the distributed-run overhead instead")
     args = parser.parse_args()
-    if args.images % args.workers:
-        raise SystemExit("--images must be a multiple of --workers")
 
-    base = reset_dir(Path(__file__).resolve().parent.parent / "test-output" / "bench-collector")
-    workers = [ComfyInstance(f"worker-{i}", base / f"worker-{i}") for i in range(args.workers)]
+    base = reset_dir(OUTPUT)
     registry = base / "workers.json"
-    registry.write_text(json.dumps({"version": 1, "master": {"participate": False}, "workers": [
-        {"id": f"w{i}", "name": w.name, "type": "remote", "host": "127.0.0.1", "port": w.port} for i, w in enumerate(workers)
-    ]}))
+    registry.write_text(json.dumps({"version": 1, "master": {"participate": False}, "workers": []}))
+    stock = ComfyInstance("worker-stock", base / "worker-stock")
+    fast = ComfyInstance("worker-fast", base / "worker-fast", with_extension=True, env={"COMFYUI_DISTRIBUTED_WORKER_ID": "fast"})
     master = ComfyInstance("master", base / "master", with_extension=True, env={"DISTRIBUTED_WORKERS_FILE": str(registry)})
-    instances = [master, *workers]
+    instances = [master, stock, fast]
     for instance in instances:
         instance.start()
     try:
         for instance in instances:
             instance.wait_ready()
-        per_share = args.images // args.workers
-        timed_run(workers[0], noise_prompt(1, 64, 1, distributed=False))  # warm-up: imports, first allocation
-        timed_run(master, noise_prompt(1, 64, 1, distributed=True))
-        direct, direct_entry = timed_run(workers[0], noise_prompt(11, args.size, args.images, distributed=False))
-        distributed, _ = timed_run(master, noise_prompt(22, args.size, per_share, distributed=True))
-        fetch_seconds, fetched_bytes, count = asyncio.run(result_path(workers[0], direct_entry, "4"))
-
-        print(f"collector_overhead: {args.images} noise images of {args.size}x{args.size}, {args.workers} CPU workers on this machine")
-        print(f"  one instance, batch of {args.images}:               {direct:8.2f} s")
-        print(f"  distributed, {args.workers} shares of {per_share}:                {distributed:8.2f} s"
-              f"  ({direct / distributed:.2f}x the single instance)")
-        print(f"  ideal with {args.workers} workers (no overhead):           {direct / args.workers:8.2f} s")
-        print(f"  result path (stock, /view PNG): {1000 * fetch_seconds / count:8.1f} ms/image download+decode, "
-              f"{fetched_bytes / count / 1e6:.1f} MB/image, {fetched_bytes / fetch_seconds / 1e6:.0f} MB/s")
-        print(f"  run overhead vs ideal: {1000 * (distributed - direct / args.workers) / per_share:8.1f} ms per image of a share")
+        if args.overhead:
+            overhead(master, registry, stock)
+            return
+        table(master, registry, stock, fast, args.quick)
     finally:
         for instance in instances:
             instance.stop()
+    if not args.quick:
+        capped_case()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ shares of one time unit each:
   - ideal: total work / total speed;
   - even split: what a fixed equal split would take (each participant gets 8 units of work);
   - late binding (mode 2, `shares=24`): measured, for the shares alone and for the whole prompt;
-  - the share count each participant ended up with.
+  - the share count each participant ended up with;
+  - distributed queue (mode 4): the same work as 24 whole prompts queued at once, each run on the
+    first free participant: the time until the last is in the master's history.
 
 Usage: scripts/bench.sh scheduling [--unit 2] [--shares 24]
 """
@@ -35,6 +37,24 @@ def sleep_prompt(unit: float, shares: int) -> dict:
         "4": {"class_type": "DistributedCollector", "inputs": {"images": ["3", 0], "shares": shares}},
         "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
     }
+
+
+def whole_prompt(unit: float, seed: int) -> dict:
+    return {
+        "1": {"class_type": "DistTestSeedStamp", "inputs": {"seed": seed, "width": 16, "height": 8, "batch_size": 1}},
+        "2": {"class_type": "DistTestSleep", "inputs": {"images": ["1", 0], "seconds": unit, "steps": 2}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+
+
+def queue_all(master: ComfyInstance, unit: float, count: int) -> float:
+    start = time.perf_counter()
+    prompt_ids = [master.queue_prompt(whole_prompt(unit, seed)) for seed in range(count)]
+    for prompt_id in prompt_ids:
+        entry = master.wait_history(prompt_id, timeout=600)
+        if entry["status"]["status_str"] != "success":
+            raise SystemExit(f"queued prompt failed: {json.dumps(entry['status'])[:800]}")
+    return time.perf_counter() - start
 
 
 def run(master: ComfyInstance, prompt: dict) -> tuple[float, dict]:
@@ -81,6 +101,12 @@ def main() -> None:
               "  from the job's start to its last share delivered")
         print(f"  late binding (mode 2), prompt:   {late:7.2f} s  ({late / ideal:.2f}x ideal)  queue to history, master included")
         print("  shares per participant:          " + ", ".join(f"{name} {counts.get(name, 0)}" for name in SPEEDS))
+        settings = json.loads(registry.read_text())
+        settings["settings"]["distributed_queue"] = True
+        registry.write_text(json.dumps(settings))
+        queued = queue_all(master, args.unit, args.shares)
+        print(f"  distributed queue (mode 4):      {queued:7.2f} s  ({queued / ideal:.2f}x ideal)"
+              f"  {args.shares} whole prompts queued at once, queue to last history entry")
     finally:
         for instance in instances:
             instance.stop()

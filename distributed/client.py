@@ -9,7 +9,8 @@ Each worker gets one keep-alive session (`ClientPool`) that carries its auth hea
 settings, so a worker behind an authenticating proxy or a tunnel with a private certificate is
 reached the same way on every request and on the websocket. Idempotent GETs are retried with
 backoff when a pooled connection was dropped or a proxy answered 502/503/504; a refused connection
-or a timeout is not retried, so an offline worker is still reported within one timeout.
+or a timeout is not retried, so an offline worker is still reported within one timeout. A result
+stream (`result`) is never retried: the worker drops a result once it has sent all of it.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import aiohttp
+import numpy as np
 
+from . import wire
 from .errors import BadResult, WorkerLost, WorkerOffline, WorkerRejected, WorkerUnavailable
 from .models import ImageRef, WorkerConfig, tls_warning
 
@@ -54,6 +58,29 @@ class Message:
 
 def _timeout(read: float = READ_TIMEOUT) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=read)
+
+
+@dataclass(frozen=True)
+class ResultTransfer:
+    """One result pulled from a worker's results route, with what it cost on the wire."""
+
+    array: np.ndarray
+    wire_bytes: int
+    seconds: float
+    """From sending the request to the last byte decoded."""
+
+
+class _CountedBody:
+    """A response body that counts the bytes read through it (for the link's bandwidth)."""
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+        self.count = 0
+
+    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
+        async for piece in self._content.iter_chunked(n):
+            self.count += len(piece)
+            yield piece
 
 
 class _Retry(Exception):
@@ -178,6 +205,29 @@ class WorkerClient:
         if status != 200:
             raise BadResult(self.name, f"/view of {ref.filename} answered HTTP {status}")
         return body
+
+    async def result(self, prompt_id: str, key: str, encoding: str, decoder: wire.Decoder) -> ResultTransfer:
+        """Streams a result the worker's sink node stored, decoding it off the loop as it arrives.
+
+        A body cut short (the worker died, a proxy gave up) is BadResult or WorkerLost, a corrupted
+        one WireError (a BadResult): either way the share goes to another participant.
+        """
+        session = self._usable_session()
+        path = f"/distributed/results/{quote(prompt_id, safe='')}/{quote(key, safe='')}"
+        started = time.perf_counter()
+        try:
+            request = session.get(self.url(path), params={"encoding": encoding}, timeout=_timeout(TRANSFER_READ_TIMEOUT))
+            async with request as response:
+                self._raise_for_auth(response.status, "GET", path)
+                if response.status == 404:
+                    raise BadResult(self.name, f"holds no result for node {key} of prompt {prompt_id} (expired or fetched already)")
+                if response.status != 200:
+                    raise BadResult(self.name, f"GET {path} answered HTTP {response.status}")
+                body = _CountedBody(response.content)
+                array = await wire.read_stream(body, decoder)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+            raise _offline(self.name, error, TRANSFER_READ_TIMEOUT) from None
+        return ResultTransfer(array, body.count, time.perf_counter() - started)
 
     async def cancel(self, prompt_id: str) -> None:
         """Removes a prompt from the worker's queue and stops it if running; best effort."""

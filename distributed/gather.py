@@ -1,8 +1,13 @@
-"""Fetches a finished share's images from a stock worker and decodes them off the event loop.
+"""Fetches a finished share's outputs from a worker and decodes them off the event loop.
 
-A stock worker ends each share in a PreviewImage node that keeps the collector's node id, so its
-history lists the images per collector in batch order. Each image is downloaded with /view and decoded
-in a worker thread while the next one downloads, so a 2048x2048 batch never stalls the server loop.
+Stock path: a stock worker ends each share in a PreviewImage node that keeps the collector's node id,
+so its history lists the images per collector in batch order. Each image is downloaded with /view and
+decoded in a worker thread while the next one downloads, so a 2048x2048 batch never stalls the loop.
+
+Fast path: a worker that runs this extension ends the share in `DistributedResultSink`, whose history
+output describes each stored array; the master streams it from the worker's results route into one
+array allocated from the header (`wire.read_stream`). Each worker link's bandwidth is measured from
+these transfers, and `LinkMonitor` picks the encoding that costs the least time on it.
 """
 
 from __future__ import annotations
@@ -10,15 +15,24 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from . import fast_path, wire
 from .client import WorkerClient
 from .errors import BadResult
 from .models import ImageRef
 
 logger = logging.getLogger(__name__)
+
+MIN_SAMPLE_BYTES = 1 << 20
+"""Smaller transfers measure the round trip more than the bandwidth; they do not count."""
+SMOOTHING = 0.5
+"""Weight of the newest transfer in a link's moving average."""
+_CONVERT_ITEMS = 1 << 22
 
 
 def decode_png(data: bytes, worker_name: str, filename: str) -> np.ndarray:
@@ -68,3 +82,122 @@ async def fetch_images(client: WorkerClient, refs: list[ImageRef]) -> np.ndarray
 async def fetch_outputs(client: WorkerClient, entry: dict, collector_ids: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Every collector's batch from one finished share."""
     return {node_id: await fetch_images(client, image_refs(entry, node_id, client.name)) for node_id in collector_ids}
+
+
+# --- fast path ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredOutput:
+    """One array a worker's sink node stored, as its history output describes it."""
+
+    key: str
+    kind: str
+    dtype: str
+    shape: tuple[int, ...]
+    sample_rate: int | None = None
+
+
+def stored_outputs(entry: dict, node_id: str, worker_name: str) -> list[StoredOutput]:
+    """What the sink at `node_id` stored for the master, from the worker's history entry."""
+    output = (entry.get("outputs") or {}).get(node_id)
+    described = output.get(fast_path.RESULT_UI_KEY) if isinstance(output, dict) else None
+    if not isinstance(described, list) or not described:
+        raise BadResult(worker_name, f"finished without a stored result for collector node {node_id}")
+    outputs = []
+    for item in described:
+        try:
+            outputs.append(StoredOutput(str(item["key"]), str(item["kind"]), str(item["dtype"]),
+                                        tuple(int(n) for n in item["shape"]), item.get("sample_rate")))
+        except (KeyError, TypeError, ValueError):
+            raise BadResult(worker_name, f"history describes a malformed result for node {node_id}") from None
+    return outputs
+
+
+def as_images(array: np.ndarray) -> np.ndarray:
+    """A fetched batch as ComfyUI's IMAGE: float32 in 0..1. Runs in a thread.
+
+    uint8 is scaled exactly as `decode_png` does (so both paths give the same floats), into one new
+    array, slice by slice so no single numpy call holds the GIL long.
+    """
+    if array.dtype == np.float32:
+        return array
+    out = np.empty(array.shape, dtype=np.float32)
+    flat_in, flat_out = array.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _CONVERT_ITEMS):
+        piece = slice(start, start + _CONVERT_ITEMS)
+        if array.dtype == np.uint8:
+            np.divide(flat_in[piece], np.float32(255.0), out=flat_out[piece], dtype=np.float32)
+        else:
+            flat_out[piece] = flat_in[piece]
+    return out
+
+
+@dataclass
+class LinkState:
+    """What the master knows about one worker's link, and the encoding it last chose for it."""
+
+    bandwidth_bytes_per_s: float | None = None
+    encoding: str = "raw"
+    reason: str = "no result fetched yet: raw"
+
+
+class LinkMonitor:
+    """Per-worker bandwidth, measured from real result transfers, and the encoding it calls for.
+
+    A transfer's rate is wire bytes over the whole request. While a link uses zlib that rate is
+    capped by the worker's encoder, which understates a fast link; the model then finds raw cheaper,
+    the next transfer measures the real link, and the choice settles.
+    """
+
+    def __init__(self, smoothing: float = SMOOTHING, min_sample_bytes: int = MIN_SAMPLE_BYTES) -> None:
+        self._smoothing = smoothing
+        self._min_sample_bytes = min_sample_bytes
+        self._links: dict[str, LinkState] = {}
+
+    def choose(self, worker_id: str, dtype: str | np.dtype) -> str:
+        link = self._links.setdefault(worker_id, LinkState())
+        encoding, link.reason = wire.choose_encoding(link.bandwidth_bytes_per_s, wire.codec_costs(dtype))
+        if encoding != link.encoding:
+            logger.info("Results from worker %s now travel as %s: %s", worker_id, encoding, link.reason)
+        link.encoding = encoding
+        return encoding
+
+    def observe(self, worker_id: str, wire_bytes: int, seconds: float) -> None:
+        if wire_bytes < self._min_sample_bytes or seconds <= 0:
+            return
+        link = self._links.setdefault(worker_id, LinkState())
+        rate = wire_bytes / seconds
+        previous = link.bandwidth_bytes_per_s
+        link.bandwidth_bytes_per_s = rate if previous is None else self._smoothing * rate + (1 - self._smoothing) * previous
+        logger.debug("Worker %s: %d bytes in %.3f s (%.0f MB/s)", worker_id, wire_bytes, seconds, rate / 1e6)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """worker_id -> {"encoding", "reason", "bandwidth_bytes_per_s"} for workers fetched from so far."""
+        return {
+            worker_id: {"encoding": link.encoding, "reason": link.reason, "bandwidth_bytes_per_s": link.bandwidth_bytes_per_s}
+            for worker_id, link in self._links.items()
+        }
+
+
+async def fetch_stored(client: WorkerClient, prompt_id: str, output: StoredOutput, links: LinkMonitor) -> np.ndarray:
+    """Streams one stored array in the link's encoding, checked against what the history announced."""
+    encoding = links.choose(client.worker.id, output.dtype)
+    decoder = wire.Decoder(client.name, expected_dtype=output.dtype, expected_shape=output.shape)
+    transfer = await client.result(prompt_id, output.key, encoding, decoder)
+    links.observe(client.worker.id, transfer.wire_bytes, transfer.seconds)
+    return transfer.array
+
+
+async def fetch_results(
+    client: WorkerClient, prompt_id: str, entry: dict, collector_ids: tuple[str, ...], links: LinkMonitor
+) -> dict[str, np.ndarray]:
+    """Every collector's image batch from a share that ended in sink nodes."""
+    batches = {}
+    for node_id in collector_ids:
+        images = [output for output in stored_outputs(entry, node_id, client.name) if output.kind == "images"]
+        if len(images) != 1:
+            raise BadResult(client.name, f"stored {len(images)} image batches for collector node {node_id}, expected 1")
+        array = await fetch_stored(client, prompt_id, images[0], links)
+        batches[node_id] = await asyncio.to_thread(as_images, array)
+    return batches

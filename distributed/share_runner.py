@@ -1,4 +1,4 @@
-"""Runs one share on one stock worker: prepare, open its websocket, queue the prompt, watch, fetch the images.
+"""Runs one share on one worker: prepare, open its websocket, queue the prompt, watch, fetch the results.
 
 Preparing comes first: the worker's `/object_info` (cached a short while) tells which input files to
 upload (`media`) and whether it has every node class and model file the prompt names (`preflight`);
@@ -12,6 +12,11 @@ worker's `/history` and `/queue` say whether the prompt finished or is still the
 is reopened with the same client id. While the websocket is quiet, `/history` is checked now and then,
 so a finish whose event was lost is still noticed. Whatever ends a share early (an error, the job
 being cancelled, an interrupt on the master), the prompt is removed from the worker in the background.
+
+A worker whose `/object_info` lists this extension's sink node gets the fast result path (see
+`fast_path`, `gather`): the share ends in the sink instead of PreviewImage, and its arrays are
+streamed in the wire format, uint8 or unquantised floats, in the encoding its link calls for. Any
+other worker keeps the stock PNG path; both kinds serve shares of the same job.
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import gather, preflight
+from . import fast_path, gather, preflight
 from .client import EventStream, WorkerClient, describe_execution_error
 from .errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
 from .graph import Prompt
@@ -91,12 +96,28 @@ class ShareRunner:
         self._media = MediaUploader(input_dir)
         self._cleanups: set[asyncio.Task] = set()
         """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
+        self.links = gather.LinkMonitor()
+
+    def link_report(self) -> dict[str, dict[str, Any]]:
+        """worker_id -> {"encoding", "reason", "bandwidth_bytes_per_s"} for fast-path workers fetched from."""
+        return self.links.report()
 
     async def run(
-        self, prompt: Prompt, collector_ids: tuple[str, ...], share: Share, client: WorkerClient, on_progress: Callable[[], None]
+        self, prompt: Prompt, collector_ids: tuple[str, ...], share: Share, client: WorkerClient, on_progress: Callable[[], None],
+        precisions: Mapping[str, str] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Queues a share's prompt on a stock worker, watches it, and fetches its images per collector."""
+        """Queues a share's prompt on a worker, watches it, and fetches its images per collector.
+
+        `precisions` maps a collector's node id to the dtype its images travel in from a worker with
+        this extension (`fast_path.PRECISIONS`; uint8 when absent). Stock workers always send PNG.
+        """
         prompt = await self.prepare(prompt, client)
+        fast = await self.has_fast_path(client)
+        if fast:
+            precisions = precisions or {}
+            dtype = max((precisions.get(node_id, fast_path.DEFAULT_PRECISION) for node_id in collector_ids),
+                        key=fast_path.PRECISIONS.index)
+            prompt = fast_path.sink_prompt(prompt, collector_ids, precisions, self.links.choose(client.worker.id, dtype))
         client_id = f"distributed-{share.index}-{uuid.uuid4().hex[:12]}"
         heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
         prompt_id: str | None = None
@@ -119,6 +140,8 @@ class ShareRunner:
                 except WorkerUnavailable as error:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
             entry = await self._settled_history(client, prompt_id)
+            if fast:
+                return await gather.fetch_results(client, prompt_id, entry, collector_ids, self.links)
             return await gather.fetch_outputs(client, entry, collector_ids)
         except BaseException:
             if prompt_id is not None:
@@ -142,6 +165,11 @@ class ShareRunner:
         if problem:
             raise WorkerRejected(client.name, problem)
         return await self._media.prepare(review.prompt, info.info, info.fetched_at, client)
+
+    async def has_fast_path(self, client: WorkerClient) -> bool:
+        """Whether the worker runs this extension too (its object info, cached, lists the sink node)."""
+        info, _ = await self._object_info.get(client)
+        return fast_path.SINK_CLASS in info.info
 
     async def _watch_or_drop(
         self, share: Share, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: Callable[[], None]

@@ -186,7 +186,8 @@ export class DistributedStore extends EventTarget {
     if (update.state === "failed" && previous?.state !== "failed") {
       this.notify("error", "Distributed run failed", update.error ?? "No reason given.");
     }
-    if (finished && previous?.state === "running") this.refreshMasterDevice();
+    // The run changed the workers' relative speeds and the master's free VRAM.
+    if (finished && previous?.state === "running") this.refresh();
   }
 
   /** Step progress of one of the master's prompts, less the collectors' own waiting ticks. */

@@ -28,6 +28,16 @@ CHROMIUM_ARGS = [
 SHOTS_COPY_DIR = Path("/tmp/panel-shots")
 TAB_BUTTON = ".distributed-tab-button"
 MARKUP_NAME = "<img src=x onerror=alert(1)>"
+# One share per GPU, each a second of "sampling" in 4 steps.
+SLEEPY_RUN = {
+    "1": {"class_type": "DistributedSeed", "inputs": {"seed": 7}},
+    "2": {"class_type": "DistTestSeedStamp", "inputs": {"seed": ["1", 0], "width": 16, "height": 16, "batch_size": 1}},
+    "3": {"class_type": "DistTestSleep", "inputs": {"images": ["2", 0], "seconds": 1.0, "steps": 4}},
+    "4": {"class_type": "DistributedCollector", "inputs": {"images": ["3", 0]}},
+    "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+}
+SECRET_TOKEN = "pod-secret-token-0123456789"
+MASKED_TOKEN = "\u2022\u2022\u2022\u20226789"
 UI_TIMEOUT_MS = 30_000
 
 expect.set_options(timeout=UI_TIMEOUT_MS)
@@ -69,7 +79,7 @@ def registry(master: ComfyInstance) -> ComfyInstance:
         assert http_json("DELETE", f"{master.url}/distributed/workers/{entry['id']}")[0] == 200
     status, body = http_json("PATCH", f"{master.url}/distributed/config", {
         "master": {"participate": True},
-        "settings": {"auto_launch": False, "stop_workers_on_exit": True},
+        "settings": {"auto_launch": False, "stop_workers_on_exit": True, "distributed_queue": False},
     })
     assert status == 200, body
     return master
@@ -85,6 +95,12 @@ def worker_state(master: ComfyInstance, worker_id: str) -> str | None:
     status, body = master.get("/distributed/workers")
     found = [w for w in body["workers"] if w["id"] == worker_id] if status == 200 else []
     return found[0]["status"]["state"] if found else None
+
+
+def stored_worker(master: ComfyInstance, worker_id: str) -> dict[str, Any]:
+    """The worker as workers.json holds it, secrets included (the API only shows them masked)."""
+    config = json.loads(Path(master.env["DISTRIBUTED_WORKERS_FILE"]).read_text())
+    return next(w for w in config["workers"] if w["id"] == worker_id)
 
 
 def set_palette(master: ComfyInstance, palette: str) -> None:
@@ -226,19 +242,108 @@ def test_a_distributed_run_shows_progress_up_to_100_percent(page: Page, registry
     wait_until(lambda: worker_state(registry, created["id"]) == "online", 30, message="the worker to be online")
     panel = open_panel(page)
     expect(worker_card(panel, "Helper").locator(".dgpu-status")).to_have_text("Online · idle")
-    prompt_id = registry.queue_prompt({
-        "1": {"class_type": "DistributedSeed", "inputs": {"seed": 7}},
-        "2": {"class_type": "DistTestSeedStamp", "inputs": {"seed": ["1", 0], "width": 16, "height": 16, "batch_size": 1}},
-        "3": {"class_type": "DistTestSleep", "inputs": {"images": ["2", 0], "seconds": 1.0, "steps": 4}},
-        "4": {"class_type": "DistributedCollector", "inputs": {"images": ["3", 0]}},
-        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
-    })
+    prompt_id = registry.queue_prompt(SLEEPY_RUN)
     run = panel.get_by_role("region", name="Distributed run")
     expect(run).to_be_visible()
     expect(run.get_by_role("progressbar", name="Overall progress")).to_have_attribute("aria-valuenow", "100")
     expect(run).to_contain_text("Finished")
     expect(run.get_by_role("listitem")).to_have_count(2)
+    expect(run.locator(".dgpu-tag")).to_have_text("Fan-out")
     assert registry.wait_history(prompt_id)["status"]["status_str"] == "success"
+
+
+def test_a_cloud_worker_token_is_shown_masked_and_kept_when_another_field_is_edited(page: Page, registry: ComfyInstance) -> None:
+    created = add_worker(
+        registry, name="Token pod", type="cloud", url="https://pod-8188.example.invalid", auth_token=SECRET_TOKEN, enabled=False,
+    )
+    patch_bodies: list[str] = []
+    page.on("request", lambda request: patch_bodies.append(request.post_data or "") if request.method == "PATCH" else None)
+    panel = open_panel(page)
+    card = worker_card(panel, "Token pod")
+    expect(card).to_contain_text(f"token {MASKED_TOKEN}")
+    card.get_by_role("button", name="Edit").click()
+    form = panel.get_by_role("form", name="Edit Token pod")
+    expect(form).to_contain_text(MASKED_TOKEN)
+    expect(form.get_by_label("Access token")).to_have_value("")
+    assert SECRET_TOKEN not in page.content()
+    form.get_by_label("Name").fill("Token pod renamed")
+    form.get_by_role("button", name="Save", exact=True).click()
+    expect(worker_card(panel, "Token pod renamed")).to_contain_text(f"token {MASKED_TOKEN}")
+    assert len(patch_bodies) == 1 and "auth_token" not in json.loads(patch_bodies[0])
+    assert stored_worker(registry, created["id"])["auth_token"] == SECRET_TOKEN
+
+
+def test_removing_a_saved_token_deletes_it_from_workers_json(page: Page, registry: ComfyInstance) -> None:
+    created = add_worker(
+        registry, name="Token pod", type="cloud", url="https://pod-8188.example.invalid", auth_token=SECRET_TOKEN, enabled=False,
+    )
+    panel = open_panel(page)
+    worker_card(panel, "Token pod").get_by_role("button", name="Edit").click()
+    form = panel.get_by_role("form", name="Edit Token pod")
+    form.get_by_role("button", name="Remove token").click()
+    expect(form).to_contain_text("removed when you save")
+    form.get_by_role("button", name="Save", exact=True).click()
+    expect(form).to_be_hidden()
+    expect(worker_card(panel, "Token pod")).not_to_contain_text("token")
+    assert stored_worker(registry, created["id"]).get("auth_token") is None
+
+
+def test_a_cloud_worker_added_with_a_token_and_a_header_stores_both(page: Page, registry: ComfyInstance) -> None:
+    panel = open_panel(page)
+    panel.get_by_role("button", name="Add worker", exact=True).first.click()
+    form = panel.get_by_role("form", name="Add a worker")
+    form.get_by_label("Name").fill("Tunnel")
+    form.get_by_label("Type").select_option("cloud")
+    form.get_by_label("URL").fill("https://tunnel.example.invalid")
+    form.get_by_label("Access token").fill(SECRET_TOKEN)
+    form.get_by_role("button", name="Add header").click()
+    form.get_by_label("Header name").fill("CF-Access-Client-Id")
+    form.get_by_label("Header value").fill("client-id-0123456789")
+    form.get_by_role("button", name="Add worker").click()
+    card = worker_card(panel, "Tunnel")
+    expect(card).to_contain_text(f"token {MASKED_TOKEN} · 1 header")
+    stored = stored_worker(registry, card.get_attribute("data-worker-id") or "")
+    assert stored["auth_token"] == SECRET_TOKEN
+    assert stored["headers"] == {"CF-Access-Client-Id": "client-id-0123456789"}
+
+
+def test_a_bad_header_name_is_reported_beside_the_headers(page: Page, registry: ComfyInstance) -> None:
+    panel = open_panel(page)
+    panel.get_by_role("button", name="Add worker", exact=True).first.click()
+    form = panel.get_by_role("form", name="Add a worker")
+    form.get_by_label("Name").fill("Tunnel")
+    form.get_by_label("Type").select_option("cloud")
+    form.get_by_label("URL").fill("https://tunnel.example.invalid")
+    form.get_by_role("button", name="Add header").click()
+    form.get_by_label("Header name").fill("Not a header")
+    form.get_by_label("Header value").fill("x")
+    form.get_by_role("button", name="Add worker").click()
+    expect(form.locator(".dgpu-field[data-field='headers'] .dgpu-field-error")).to_contain_text("Not a header")
+    assert registry.get("/distributed/workers")[1]["workers"] == []
+
+
+def test_turning_certificate_checks_off_shows_a_warning_in_the_form_and_on_the_card(page: Page, registry: ComfyInstance) -> None:
+    add_worker(registry, name="Self-signed pod", type="cloud", url="https://pod-8188.example.invalid", enabled=False)
+    panel = open_panel(page)
+    card = worker_card(panel, "Self-signed pod")
+    card.get_by_role("button", name="Edit").click()
+    form = panel.get_by_role("form", name="Edit Self-signed pod")
+    expect(form.get_by_text("Certificate checks are off")).to_be_hidden()
+    form.get_by_label("Verify the TLS certificate").uncheck()
+    expect(form.get_by_text("Certificate checks are off")).to_be_visible()
+    form.get_by_role("button", name="Save", exact=True).click()
+    expect(card.get_by_role("list", name="Warnings")).to_contain_text("verification is off")
+
+
+def test_the_distributed_queue_switch_is_saved_in_the_settings(page: Page, registry: ComfyInstance) -> None:
+    panel = open_panel(page)
+    panel.get_by_text("Settings", exact=True).click()
+    switch = panel.get_by_role("switch", name="Distributed queue")
+    expect(switch).not_to_be_checked()
+    switch.click()
+    expect(switch).to_be_checked()
+    wait_until(lambda: registry.get("/distributed/workers")[1]["settings"]["distributed_queue"] is True, 10,
+               message="distributed_queue to be saved")
 
 
 def test_a_local_worker_is_launched_followed_in_its_log_and_stopped(page: Page, registry: ComfyInstance) -> None:
@@ -262,7 +367,10 @@ def test_the_panel_is_captured_in_the_light_and_dark_themes(
 ) -> None:
     add_worker(registry, name="Studio PC", type="remote", host="127.0.0.1", port=worker.port)
     add_worker(registry, name="Laptop", type="remote", host="127.0.0.1", port=free_port())
-    add_worker(registry, name="Cloud pod", type="cloud", url="https://pod-8188.example.invalid", enabled=False)
+    add_worker(
+        registry, name="Cloud pod", type="cloud", url="https://pod-8188.example.invalid", enabled=False,
+        auth_token=SECRET_TOKEN, tls_verify=False,
+    )
     set_palette(registry, palette)
     context = browser.new_context(viewport={"width": 1100, "height": 820})
     try:
@@ -272,6 +380,10 @@ def test_the_panel_is_captured_in_the_light_and_dark_themes(
         panel = open_panel(shot_page)
         expect(worker_card(panel, "Studio PC").locator(".dgpu-status")).to_have_text("Online · idle")
         expect(worker_card(panel, "Laptop").locator(".dgpu-status")).to_have_text("Offline")
+        prompt_id = registry.queue_prompt(SLEEPY_RUN)
+        expect(panel.get_by_role("region", name="Distributed run")).to_contain_text("Finished")
+        expect(worker_card(panel, "Studio PC")).to_contain_text("speed")
+        registry.wait_history(prompt_id)
         out_dir = tmp_path_factory.getbasetemp() / "output" / "panel-shots"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"panel-{palette}.png"

@@ -1,7 +1,7 @@
 """Load: 100 prompts queued at once by 10 API clients against a master with 3 workers.
 
-The master takes part (share 0 of every prompt), so each prompt makes 4 images of 256x256, one per
-participant, each stamped with its seed and held 0.2 s by a sleep node: every image is checked to
+The master takes part (share 0 of every prompt), so each prompt makes 4 images of 128x128, one per
+participant, each stamped with its seed and held 0.1 s by a sleep node: every image is checked to
 arrive exactly once. While the prompts run, two
 probes watch the master from outside: its resident memory (psutil on its pid, every 100 ms) and its
 event loop, measured as the latency of a cheap route (GET /distributed/workers) polled every 20 ms
@@ -27,8 +27,8 @@ CLIENTS = 10
 PROMPTS_PER_CLIENT = 10
 SEED_STEP = 10
 PROBE_INTERVAL = 0.02
-SIZE = 256
-SHARE_SECONDS = 0.2
+SIZE = 128
+SHARE_SECONDS = 0.1
 """Each share sleeps this long (DistTestSleep), so the run lasts long enough for the probes to see it."""
 
 
@@ -42,6 +42,8 @@ class MasterProbe:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.latencies: list[float] = []
+        self.worst: list[tuple[float, float]] = []
+        """The slowest answers as (seconds since the probe started, latency), to tell a one-off from a rhythm."""
         self.rss: list[int] = []
 
     def __enter__(self) -> MasterProbe:
@@ -55,11 +57,14 @@ class MasterProbe:
 
     def _run(self) -> None:
         last_rss = 0.0
+        began = time.perf_counter()
         while not self._stop.is_set():
             started = time.perf_counter()
             with urllib.request.urlopen(self._url, timeout=30) as response:
                 response.read()
-            self.latencies.append(time.perf_counter() - started)
+            latency = time.perf_counter() - started
+            self.latencies.append(latency)
+            self.worst = sorted([*self.worst, (round(started - began, 2), round(latency * 1000, 1))], key=lambda w: -w[1])[:5]
             if started - last_rss >= 0.1:
                 self.rss.append(self._process.memory_info().rss)
                 last_rss = started
@@ -110,6 +115,7 @@ def test_hundred_prompts_from_ten_clients_all_complete_with_every_image_once(clu
         "loop_probe_worst_ms": round(max(probe.latencies) * 1000, 1),
         "loop_probe_p99_ms": round(sorted(probe.latencies)[int(len(probe.latencies) * 0.99)] * 1000, 1),
         "loop_probe_median_ms": round(sorted(probe.latencies)[len(probe.latencies) // 2] * 1000, 1),
+        "loop_probe_worst_5_at_s_ms": probe.worst,
     }
     (OUTPUT_ROOT / "load.json").write_text(json.dumps(figures, indent=2))
     print(f"\nLOAD {figures}")

@@ -9,24 +9,47 @@ import { h, uniqueId } from "./dom.js";
 export function createField({ label, name, input = null, hint = null }) {
   const control = input ?? h("input", { type: "text", class: "dgpu-input", autocomplete: "off", spellcheck: "false" });
   const id = uniqueId(name);
-  const errorId = `${id}-error`;
-  const hintId = hint ? `${id}-hint` : null;
   control.id = id;
   control.name = name;
-  const error = h("p", { class: "dgpu-field-error", id: errorId, hidden: true });
+  const hintEl = hint ? h("p", { class: "dgpu-hint", id: `${id}-hint`, text: hint }) : null;
+  const error = errorSlot(control, id, hintEl?.id ?? null);
   const root = h(
     "div",
     { class: "dgpu-field", dataset: { field: name } },
     h("label", { class: "dgpu-label", for: id, text: label }),
     control,
-    hint ? h("p", { class: "dgpu-hint", id: hintId, text: hint }) : null,
-    error,
+    hintEl,
+    error.el,
   );
+  return { root, input: control, setError: error.set, name };
+}
+
+/** A checkbox with its label beside it, and a slot for the server's message. */
+export function createCheckField({ label, name, checked }) {
+  const id = uniqueId(name);
+  const control = h("input", { type: "checkbox", id, name, class: "dgpu-check-input", checked: Boolean(checked) });
+  const error = errorSlot(control, id, null);
+  const root = h(
+    "div",
+    { class: "dgpu-field dgpu-check-field", dataset: { field: name } },
+    h("label", { class: "dgpu-check", for: id }, control, h("span", { text: label })),
+    error.el,
+  );
+  return { root, input: control, setError: error.set, name };
+}
+
+/**
+ * The message element under a control and the function that shows or clears it, keeping
+ * `aria-invalid` and `aria-describedby` (message first, then the hint) in step.
+ */
+export function errorSlot(control, id, hintId) {
+  const errorId = `${id}-error`;
+  const el = h("p", { class: "dgpu-field-error", id: errorId, hidden: true });
   if (hintId) control.setAttribute("aria-describedby", hintId);
 
-  function setError(message) {
-    error.textContent = message ?? "";
-    error.hidden = !message;
+  function set(message) {
+    el.textContent = message ?? "";
+    el.hidden = !message;
     if (message) {
       control.setAttribute("aria-invalid", "true");
       control.setAttribute("aria-describedby", [errorId, hintId].filter(Boolean).join(" "));
@@ -37,7 +60,7 @@ export function createField({ label, name, input = null, hint = null }) {
     }
   }
 
-  return { root, input: control, setError, name };
+  return { el, set };
 }
 
 /**

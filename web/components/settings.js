@@ -4,7 +4,7 @@
  */
 
 import { ApiError } from "../api.js";
-import { h, toggleSwitch } from "./dom.js";
+import { h, toggleSwitch, uniqueId } from "./dom.js";
 import { createField, fieldForError, numberOrText } from "./field.js";
 
 const NUMBER_SETTINGS = [
@@ -15,6 +15,11 @@ const NUMBER_SETTINGS = [
 const SWITCH_SETTINGS = [
   { name: "auto_launch", label: "Launch local workers with ComfyUI" },
   { name: "stop_workers_on_exit", label: "Stop local workers when ComfyUI exits" },
+  {
+    name: "distributed_queue",
+    label: "Distributed queue",
+    hint: "Run prompts without a collector whole on the first free GPU, in list order.",
+  },
 ];
 
 /** @returns {{el: HTMLElement, update: (state: object) => void}} */
@@ -52,7 +57,11 @@ export function createSettings({ store }) {
         }
       },
     });
-    return { ...spec, control };
+    if (!spec.hint) return { ...spec, control, root: control.root };
+    const hintId = uniqueId(`${spec.name}-hint`);
+    control.input.setAttribute("aria-describedby", hintId);
+    const root = h("div", { class: "dgpu-switch-field" }, control.root, h("p", { class: "dgpu-hint", id: hintId, text: spec.hint }));
+    return { ...spec, control, root };
   });
 
   const el = h(
@@ -62,7 +71,7 @@ export function createSettings({ store }) {
     h(
       "div",
       { class: "dgpu-settings-body" },
-      switches.map((s) => s.control.root),
+      switches.map((s) => s.root),
       numberFields.map((f) => f.root),
       hostField.root,
     ),

@@ -4,6 +4,7 @@
  */
 
 import { ApiError } from "../api.js";
+import { ACCESS_FIELDS, createAccessFields } from "./access_fields.js";
 import { button, h } from "./dom.js";
 import { createField, fieldForError, integerOrText } from "./field.js";
 import { describeTestResult } from "./status.js";
@@ -13,7 +14,10 @@ const FIELDS_BY_TYPE = {
   remote: ["name", "type", "host", "port"],
   cloud: ["name", "type", "url"],
 };
-const ALL_FIELDS = ["name", "type", "host", "port", "url", "cuda_device", "extra_args"];
+const BASIC_FIELDS = ["name", "type", "host", "port", "url", "cuda_device", "extra_args"];
+const ALL_FIELDS = [...BASIC_FIELDS, ...ACCESS_FIELDS];
+/** Types reached over a network that may need a token, headers or TLS settings. */
+const WITH_ACCESS = new Set(["remote", "cloud"]);
 
 /** "port: Input should be ≤ 65535" beside the Port field reads better without its "port: ". */
 function withoutLocation(message, location) {
@@ -43,6 +47,8 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     cuda_device: createField({ label: "CUDA device", name: "cuda_device", hint: "GPU index; leave empty for the default GPU." }),
     extra_args: createField({ label: "Extra arguments", name: "extra_args", hint: "Added to the worker's ComfyUI command line." }),
   };
+  const access = createAccessFields({ worker });
+  Object.assign(fields, access.fields);
   fields.port.input.inputMode = "numeric";
   fields.cuda_device.input.inputMode = "numeric";
   fields.port.input.placeholder = "8189";
@@ -66,7 +72,8 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     "form",
     { class: "dgpu-form dgpu-card", "aria-label": title, novalidate: true },
     h("h3", { class: "dgpu-form-title", text: title }),
-    ALL_FIELDS.map((name) => fields[name].root),
+    BASIC_FIELDS.map((name) => fields[name].root),
+    access.root,
     h(
       "div",
       { class: "dgpu-form-test" },
@@ -84,7 +91,8 @@ export function createWorkerForm({ store, worker = null, onDone }) {
 
   function showTypeFields() {
     const visible = FIELDS_BY_TYPE[typeSelect.value];
-    for (const name of ALL_FIELDS) fields[name].root.hidden = !visible.includes(name);
+    for (const name of BASIC_FIELDS) fields[name].root.hidden = !visible.includes(name);
+    access.root.hidden = !WITH_ACCESS.has(typeSelect.value);
   }
   typeSelect.addEventListener("change", showTypeFields);
   showTypeFields();
@@ -111,12 +119,13 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     }
     // A worker that stops being "cloud" must lose its URL, or the master would keep using it.
     if (editing && type !== "cloud" && worker.url) result.url = null;
-    return result;
+    return WITH_ACCESS.has(type) ? { ...result, ...access.changes({ editing }) } : result;
   }
 
   function showError(error) {
     const name = error instanceof ApiError ? fieldForError(error.field, ALL_FIELDS) : null;
-    if (name && !fields[name].root.hidden) {
+    const hidden = name && (fields[name].root.hidden || (ACCESS_FIELDS.includes(name) && access.root.hidden));
+    if (name && !hidden) {
       fields[name].setError(withoutLocation(error.message, error.field));
       fields[name].input.focus();
     } else {
@@ -144,15 +153,29 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     if (event.key === "Escape") onDone();
   });
 
-  /** Tests what the form holds now, saved or not: the master makes the call, not the browser. */
+  /** Whether the form still describes the saved worker, as far as reaching it goes. */
+  function sameAsSaved(values) {
+    if (!editing || !access.secretsUnchanged()) return false;
+    return Object.entries(values).every(([name, value]) => name === "name" || (value ?? null) === (worker[name] ?? null));
+  }
+
+  /**
+   * Tests what the form holds now, saved or not: the master makes the call, not the browser. An
+   * unchanged saved worker is tested as saved, which also uses its stored secrets.
+   */
   async function testConnection() {
     clearErrors();
     testResult.hidden = false;
     testResult.className = "dgpu-test-result";
     testResult.textContent = "Testing…";
-    const fields = Object.fromEntries(Object.entries(body()).filter(([, value]) => value !== null));
+    const values = body();
+    const unsaved = { ...values, ...(WITH_ACCESS.has(values.type) ? access.forTest() : {}) };
+    if (editing) unsaved.id = worker.id;
     try {
-      const result = describeTestResult(await store.testUnsavedWorker(fields));
+      const answer = sameAsSaved(values)
+        ? await store.testWorker(worker.id)
+        : await store.testUnsavedWorker(Object.fromEntries(Object.entries(unsaved).filter(([, value]) => value !== null)));
+      const result = describeTestResult(answer);
       testResult.classList.add(result.ok ? "dgpu-ok" : "dgpu-bad");
       testResult.textContent = result.text;
     } catch (error) {
