@@ -90,9 +90,10 @@ class DistributedApp:
         self.processes.hold_lease()  # early: workers of a previous master are waiting for it
         _exit_cleanly_on_sigterm()
         self._server.add_on_prompt_handler(self.on_prompt)
-        routes.register(self._server.routes, self)
-        add_process_routes(self._server.routes, self.processes, self.registry.worker, routes.guard,
-                           status_json=lambda worker_id: self.health.status(worker_id).as_json())
+        policy = routes.AccessPolicy.from_environ(os.environ)
+        routes.register(self._server.routes, self, policy)
+        add_process_routes(self._server.routes, self.processes, self.registry.worker, policy.guard, policy.reader,
+                           status_json=lambda worker_id: self.health.status(worker_id).as_json(), remote_log=self._remote_log)
         self._server.app.cleanup_ctx.append(self._background_tasks)
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
@@ -260,6 +261,13 @@ class DistributedApp:
             return {"ok": False, "stage": error.stage, "message": error.cause}
         finally:
             await pool.close()
+
+    async def _remote_log(self, worker: WorkerConfig, lines: int) -> list[str]:
+        """The tail of a remote worker's log, from its ComfyUI's own log route."""
+        answer = await self.clients.client(worker).get_json("/internal/logs/raw")
+        entries = answer.get("entries", []) if isinstance(answer, dict) else []
+        text = "".join(str(entry.get("m", "")) for entry in entries if isinstance(entry, dict))
+        return text.splitlines()[-lines:]
 
     async def before_worker_removed(self, worker_id: str) -> None:
         """Stops a local worker's process and drops the connections held for a worker."""

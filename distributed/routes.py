@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -146,9 +145,8 @@ class AccessPolicy:
         return await mapped(handler)(request)
 
 
-DEFAULT_POLICY = AccessPolicy.from_environ(os.environ)
-"""The policy `register` and `guard` use when app.py does not pass its own (read once, at import)."""
-guard = DEFAULT_POLICY.guard
+guard = AccessPolicy().guard
+"""The origin check alone, for routes outside the master's API (e.g. results served by a worker)."""
 
 
 def path_arguments(extra_args: str) -> set[tuple[str, str]]:
@@ -207,7 +205,7 @@ async def read_body(request: web.Request, model: type[Body]) -> Body:
         raise describe_validation_error(error) from None
 
 
-def register(routes: web.RouteTableDef, app: DistributedApp, policy: AccessPolicy = DEFAULT_POLICY) -> None:
+def register(routes: web.RouteTableDef, app: DistributedApp, policy: AccessPolicy) -> None:
     """Adds the API to ComfyUI's route table (before ComfyUI freezes it)."""
     guard, reader = policy.guard, policy.reader
 

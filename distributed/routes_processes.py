@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from .errors import ProcessError, UnknownWorker
+from .errors import ProcessError, UnknownWorker, WorkerUnavailable
 from .models import WorkerConfig, WorkerStatus
 from .processes import LocalWorkerManager, ProcessStatus
 
@@ -34,13 +34,17 @@ def add_process_routes(
     manager: LocalWorkerManager,
     get_worker: Callable[[str], WorkerConfig],
     guard: Callable[[Handler], Handler],
+    reader: Callable[[Handler], Handler] = lambda handler: handler,
     status_json: Callable[[str], dict] | None = None,
+    remote_log: Callable[[WorkerConfig, int], Awaitable[list[str]]] | None = None,
 ) -> None:
     """Adds the handlers to `routes`.
 
     `get_worker` raises UnknownWorker for an id the registry lacks. `status_json`, when given,
     renders a worker's status as GET /distributed/workers does (the health monitor's view);
-    otherwise the manager's process state is rendered in the same shape.
+    otherwise the manager's process state is rendered in the same shape. `reader` wraps the log route
+    (the token, where reads are protected). `remote_log`, when given,
+    reads the log of a remote or cloud worker from its own ComfyUI.
     """
 
     def render(status: ProcessStatus) -> web.Response:
@@ -77,6 +81,7 @@ def add_process_routes(
     routes.post("/distributed/workers/{worker_id}/restart")(action(manager.restart))
 
     @routes.get("/distributed/workers/{worker_id}/log")
+    @reader
     async def log(request: web.Request) -> web.StreamResponse:
         raw = request.query.get("lines", str(DEFAULT_LOG_LINES))
         try:
@@ -90,7 +95,12 @@ def add_process_routes(
         except UnknownWorker as error:
             return _error(404, str(error))
         except _NotLocal as error:
-            return _error(400, str(error), "type")
+            if remote_log is None:
+                return _error(400, str(error), "type")
+            try:
+                return web.json_response({"lines": await remote_log(error.worker, lines)})
+            except WorkerUnavailable as unavailable:
+                return _error(502, f"could not read the log of worker '{error.worker.name}': {unavailable.cause}")
         return web.json_response({"lines": await manager.log_tail(worker.id, lines)})
 
 
@@ -99,3 +109,4 @@ class _NotLocal(Exception):
 
     def __init__(self, worker: WorkerConfig) -> None:
         super().__init__(f"worker '{worker.name}' is a {worker.type} worker; only local workers have a process here")
+        self.worker = worker

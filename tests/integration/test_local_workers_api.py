@@ -89,3 +89,9 @@ def test_launching_a_remote_worker_is_refused(cluster: Cluster) -> None:
     cluster.use_workers("a")
     status, body = _action(cluster, "a", "launch")
     assert status == 400 and body["field"] == "type"
+
+
+def test_remote_worker_log_comes_from_its_own_comfyui(cluster: Cluster) -> None:
+    cluster.use_workers("a")
+    status, body = cluster.master.get("/distributed/workers/a/log?lines=400")
+    assert status == 200 and any("To see the GUI go to" in line for line in body["lines"])
