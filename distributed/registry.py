@@ -26,6 +26,7 @@ from .models import RegistryFile, WorkerConfig
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[RegistryFile], None]
+UPDATE_ATTEMPTS = 3
 
 
 def describe_validation_error(error: ValidationError, prefix: str = "") -> ConfigError:
@@ -118,20 +119,26 @@ class Registry:
         """Applies `change` to the file as it is on disk now, validates, and writes it atomically.
 
         `change` gets a deep copy and returns the new configuration. It raises ConfigError (nothing is
-        written) when the result is invalid, and RegistryConflict when the file on disk is invalid.
+        written) when the result is invalid, and RegistryConflict when the file on disk is invalid. If
+        the file is edited by hand while the change is computed, the change is applied again to that.
         """
-        self.refresh()
-        if self._error is not None:
-            raise RegistryConflict(self._error)
-        proposed = change(self._config.model_copy(deep=True))
-        try:
-            validated = RegistryFile.model_validate(proposed.model_dump())
-        except ValidationError as error:
-            raise describe_validation_error(error) from None
-        self._write(validated)
-        self._config = validated
-        self._notify()
-        return validated
+        for _ in range(UPDATE_ATTEMPTS):
+            self.refresh()
+            if self._error is not None:
+                raise RegistryConflict(self._error)
+            read_signature = self._signature
+            proposed = change(self._config.model_copy(deep=True))
+            try:
+                validated = RegistryFile.model_validate(proposed.model_dump())
+            except ValidationError as error:
+                raise describe_validation_error(error) from None
+            if self._stat() not in (read_signature, None):
+                continue  # edited by hand meanwhile: apply the change to that version
+            self._write(validated)
+            self._config = validated
+            self._notify()
+            return validated
+        raise RegistryConflict(f"{self.path.name} kept changing on disk while saving; nothing was written, try again")
 
     def new_worker_id(self, name: str) -> str:
         """A readable id derived from the name, made unique."""
