@@ -23,11 +23,15 @@ if "server" in sys.modules and hasattr(sys.modules["server"], "PromptServer"):
     from server import PromptServer
 
     from . import nodes
+    from .distributed import fast_path
     from .distributed.app import DistributedApp, MasterPaths
     from .distributed.processes import WORKER_ID_ENV, MasterLayout
+    from .distributed.routes import guard
 
-    NODE_CLASS_MAPPINGS = nodes.NODE_CLASS_MAPPINGS
-    NODE_DISPLAY_NAME_MAPPINGS = nodes.NODE_DISPLAY_NAME_MAPPINGS
+    # Master or worker alike, this instance can hand its share results to a master the fast way.
+    _results = fast_path.install(PromptServer.instance, guard)
+    NODE_CLASS_MAPPINGS = {**nodes.NODE_CLASS_MAPPINGS, fast_path.SINK_CLASS: fast_path.sink_node(_results)}
+    NODE_DISPLAY_NAME_MAPPINGS = {**nodes.NODE_DISPLAY_NAME_MAPPINGS, fast_path.SINK_CLASS: fast_path.SINK_DISPLAY_NAME}
     # A local worker loads the master's custom nodes too; there the extension must not act as a
     # master (no registry, no workers of its own): its nodes pass images through.
     if not os.environ.get(WORKER_ID_ENV):

@@ -16,7 +16,7 @@ import torch
 from .distributed import collect
 from .distributed.bridge import Interrupted
 from .distributed.errors import DistributedError
-from .distributed.planner import JOB_INPUT, MAX_SHARES, SEED_SPACE, SHARES_INPUT, SPLIT_INPUT
+from .distributed.planner import JOB_INPUT, MAX_SHARES, PRECISION_INPUT, PRECISIONS, SEED_SPACE, SHARES_INPUT, SPLIT_INPUT
 
 if TYPE_CHECKING:
     from .distributed.app import DistributedApp
@@ -84,6 +84,11 @@ class DistributedCollector:
                 SPLIT_INPUT: ("BOOLEAN", {
                     "default": False,
                     "tooltip": "Split the EmptyLatentImage batch across GPUs by speed: the same pictures one GPU would make.",
+                }),
+                PRECISION_INPUT: (list(PRECISIONS), {
+                    "default": PRECISIONS[0],
+                    "tooltip": "How images travel from workers that run this extension: uint8 is what a PNG holds; "
+                               "float16/float32 keep the worker's values unquantised (2x/4x the bytes). Stock workers always send PNG.",
                 }),
             },
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},

@@ -68,6 +68,7 @@ class DistributedApp:
         self.clients = ClientPool()
         self.health = HealthMonitor(self.registry, self.clients, self.events)
         runner = ShareRunner(self.registry, paths.input_dir)
+        self._runner = runner
         self.dispatcher = Dispatcher(
             self.registry, self.health, self.clients, self.events, runner, master_prompt_ended=self._master_prompt_ended
         )
@@ -248,7 +249,8 @@ class DistributedApp:
 
     def _worker_view(self, worker: WorkerConfig) -> dict[str, Any]:
         return {**public_view(worker), "base_url": worker.base_url, "status": self.health.status(worker.id).as_json(),
-                "relative_speed": self.dispatcher.speeds.latest_relative_speed(worker.id)}
+                "relative_speed": self.dispatcher.speeds.latest_relative_speed(worker.id),
+                "result_link": self._runner.link_report().get(worker.id)}
 
     async def test_connection(self, worker: WorkerConfig) -> dict[str, Any]:
         """Checks a worker through the master and says exactly which step failed."""

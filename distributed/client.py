@@ -146,7 +146,7 @@ class WorkerClient:
 
     async def object_info(self) -> dict[str, Any]:
         """Every node class the worker has, with its inputs and, for choice inputs, the choices."""
-        info = await self.get_json("/object_info", TRANSFER_READ_TIMEOUT)
+        info = await self.get_json("/object_info", READ_TIMEOUT)  # a frozen worker costs seconds here, not a minute
         if not isinstance(info, dict):
             raise BadResult(self.name, "GET /object_info is not a JSON object", stage="not_comfyui")
         return info

@@ -256,7 +256,7 @@ class Dispatcher:
                     job.queue.claim(share, worker.id, now)
                     task = asyncio.ensure_future(self._runner.run(
                         job.plan.share_prompt(share.index, share.batch), job.plan.collector_ids, share, self._clients.client(worker),
-                        lambda job=job: self._publish(job, throttle=True),
+                        lambda job=job: self._publish(job, throttle=True), precisions=job.plan.precisions,
                     ))
                     running[task] = (share, worker)
                     self._publish(job)

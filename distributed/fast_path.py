@@ -20,15 +20,15 @@ from aiohttp import web
 
 from . import wire
 from .graph import Prompt
+from .planner import PRECISIONS
 from .result_store import RESULTS_PATH, ResultStore, make_results_handler
 
 log = logging.getLogger(__name__)
 
 SINK_CLASS = "DistributedResultSink"
 SINK_DISPLAY_NAME = "Distributed Result Sink"
-PRECISIONS = ("uint8", "float16", "float32")
+DEFAULT_PRECISION = PRECISIONS[0]
 """uint8 is what a PNG carries (the default); float16/float32 keep the tensor unquantised."""
-DEFAULT_PRECISION = "uint8"
 RESULT_UI_KEY = "distributed_result"
 """The sink's history output: one descriptor per stored array."""
 AUDIO_KEY_SUFFIX = ".audio"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import graph
 from .errors import PlanError
@@ -23,6 +23,9 @@ JOB_INPUT = "distributed_job_id"
 """Input the on-prompt hook adds to each collector: the job that collector gathers for."""
 SHARES_INPUT = "shares"
 SPLIT_INPUT = "split_batch"
+PRECISION_INPUT = "precision"
+PRECISIONS = ("uint8", "float16", "float32")
+"""How images travel from workers that run this extension (fast_path.PRECISIONS is the same)."""
 STOCK_OUTPUT_CLASS = "PreviewImage"
 SEED_SPACE = 2**64
 MAX_SHARES = 256
@@ -64,6 +67,8 @@ class Plan:
     """Empty-latent nodes whose batch is split across participants (split mode only)."""
     batch_size: int = 0
     """The single-instance batch size that split mode divides."""
+    precisions: dict[str, str] = field(default_factory=dict)
+    """Collector node id -> the dtype its images travel in from workers with this extension."""
 
     @property
     def split(self) -> bool:
@@ -179,7 +184,13 @@ def plan(prompt: Prompt) -> Plan:
     batch_size = 0
     if settings.get(SPLIT_INPUT) is True:
         latent_nodes, batch_size = _splittable_latents(template, collector_ids[0])
-    return Plan(tuple(collector_ids), template, seed_nodes, shares, latent_nodes, batch_size)
+    precisions = {}
+    for collector_id in collector_ids:
+        precision = prompt[collector_id].get("inputs", {}).get(PRECISION_INPUT, PRECISIONS[0])
+        if precision not in PRECISIONS:
+            raise PlanError(f"Distributed Collector (node {collector_id}) 'precision' must be one of {', '.join(PRECISIONS)}")
+        precisions[collector_id] = precision
+    return Plan(tuple(collector_ids), template, seed_nodes, shares, latent_nodes, batch_size, precisions)
 
 
 def _splittable_latents(template: Prompt, collector_id: str) -> tuple[tuple[str, ...], int]:

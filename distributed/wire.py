@@ -457,7 +457,7 @@ FLOAT_CODEC_COSTS: Mapping[str, CodecCost] = {
     "raw": DEFAULT_CODEC_COSTS["raw"],
     "zlib": CodecCost(ratio=0.76, encode_bytes_per_s=5.9e7, decode_bytes_per_s=3.4e8),
 }
-"""float32 photo-like 2048x2048 (byte-shuffled), CPU seconds, measured 2026-11-23 as above; float16 is close (0.65)."""
+"""float32 photo-like 2048x2048 (byte-shuffled), CPU seconds, measured 2026-11-22 as above; float16 is close (0.65)."""
 
 
 def codec_costs(dtype: str | np.dtype) -> Mapping[str, CodecCost]:

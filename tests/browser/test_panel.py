@@ -26,16 +26,10 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]
 SHOTS_COPY_DIR = Path("/tmp/panel-shots")
+SHOT_SIZE = {"width": 560, "height": 1040}
+SHOT_SEEDS = {"dark": 11, "light": 12}
 TAB_BUTTON = ".distributed-tab-button"
 MARKUP_NAME = "<img src=x onerror=alert(1)>"
-# One share per GPU, each a second of "sampling" in 4 steps.
-SLEEPY_RUN = {
-    "1": {"class_type": "DistributedSeed", "inputs": {"seed": 7}},
-    "2": {"class_type": "DistTestSeedStamp", "inputs": {"seed": ["1", 0], "width": 16, "height": 16, "batch_size": 1}},
-    "3": {"class_type": "DistTestSleep", "inputs": {"images": ["2", 0], "seconds": 1.0, "steps": 4}},
-    "4": {"class_type": "DistributedCollector", "inputs": {"images": ["3", 0]}},
-    "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
-}
 SECRET_TOKEN = "pod-secret-token-0123456789"
 MASKED_TOKEN = "\u2022\u2022\u2022\u20226789"
 UI_TIMEOUT_MS = 30_000
@@ -95,6 +89,17 @@ def worker_state(master: ComfyInstance, worker_id: str) -> str | None:
     status, body = master.get("/distributed/workers")
     found = [w for w in body["workers"] if w["id"] == worker_id] if status == 200 else []
     return found[0]["status"]["state"] if found else None
+
+
+def sleepy_run(seed: int) -> dict[str, Any]:
+    """One share per GPU, each a second of "sampling" in 4 steps; a new seed escapes ComfyUI's cache."""
+    return {
+        "1": {"class_type": "DistributedSeed", "inputs": {"seed": seed}},
+        "2": {"class_type": "DistTestSeedStamp", "inputs": {"seed": ["1", 0], "width": 16, "height": 16, "batch_size": 1}},
+        "3": {"class_type": "DistTestSleep", "inputs": {"images": ["2", 0], "seconds": 1.0, "steps": 4}},
+        "4": {"class_type": "DistributedCollector", "inputs": {"images": ["3", 0]}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
 
 
 def stored_worker(master: ComfyInstance, worker_id: str) -> dict[str, Any]:
@@ -159,7 +164,7 @@ def worker_card(panel: Any, name: str) -> Any:
 def fill_worker_form(panel: Any, name: str, port: int | str, host: str = "127.0.0.1") -> Any:
     panel.get_by_role("button", name="Add worker", exact=True).first.click()
     form = panel.get_by_role("form", name="Add a worker")
-    form.get_by_label("Name").fill(name)
+    form.get_by_label("Name", exact=True).fill(name)
     form.get_by_label("Type").select_option("remote")
     form.get_by_label("Host").fill(host)
     form.get_by_label("Port").fill(str(port))
@@ -242,7 +247,7 @@ def test_a_distributed_run_shows_progress_up_to_100_percent(page: Page, registry
     wait_until(lambda: worker_state(registry, created["id"]) == "online", 30, message="the worker to be online")
     panel = open_panel(page)
     expect(worker_card(panel, "Helper").locator(".dgpu-status")).to_have_text("Online · idle")
-    prompt_id = registry.queue_prompt(SLEEPY_RUN)
+    prompt_id = registry.queue_prompt(sleepy_run(7))
     run = panel.get_by_role("region", name="Distributed run")
     expect(run).to_be_visible()
     expect(run.get_by_role("progressbar", name="Overall progress")).to_have_attribute("aria-valuenow", "100")
@@ -266,7 +271,7 @@ def test_a_cloud_worker_token_is_shown_masked_and_kept_when_another_field_is_edi
     expect(form).to_contain_text(MASKED_TOKEN)
     expect(form.get_by_label("Access token")).to_have_value("")
     assert SECRET_TOKEN not in page.content()
-    form.get_by_label("Name").fill("Token pod renamed")
+    form.get_by_label("Name", exact=True).fill("Token pod renamed")
     form.get_by_role("button", name="Save", exact=True).click()
     expect(worker_card(panel, "Token pod renamed")).to_contain_text(f"token {MASKED_TOKEN}")
     assert len(patch_bodies) == 1 and "auth_token" not in json.loads(patch_bodies[0])
@@ -292,7 +297,7 @@ def test_a_cloud_worker_added_with_a_token_and_a_header_stores_both(page: Page, 
     panel = open_panel(page)
     panel.get_by_role("button", name="Add worker", exact=True).first.click()
     form = panel.get_by_role("form", name="Add a worker")
-    form.get_by_label("Name").fill("Tunnel")
+    form.get_by_label("Name", exact=True).fill("Tunnel")
     form.get_by_label("Type").select_option("cloud")
     form.get_by_label("URL").fill("https://tunnel.example.invalid")
     form.get_by_label("Access token").fill(SECRET_TOKEN)
@@ -311,7 +316,7 @@ def test_a_bad_header_name_is_reported_beside_the_headers(page: Page, registry: 
     panel = open_panel(page)
     panel.get_by_role("button", name="Add worker", exact=True).first.click()
     form = panel.get_by_role("form", name="Add a worker")
-    form.get_by_label("Name").fill("Tunnel")
+    form.get_by_label("Name", exact=True).fill("Tunnel")
     form.get_by_label("Type").select_option("cloud")
     form.get_by_label("URL").fill("https://tunnel.example.invalid")
     form.get_by_role("button", name="Add header").click()
@@ -372,7 +377,7 @@ def test_the_panel_is_captured_in_the_light_and_dark_themes(
         auth_token=SECRET_TOKEN, tls_verify=False,
     )
     set_palette(registry, palette)
-    context = browser.new_context(viewport={"width": 1100, "height": 820})
+    context = browser.new_context(viewport={"width": 1100, "height": SHOT_SIZE["height"]})
     try:
         shot_page = context.new_page()
         shot_page.set_default_timeout(UI_TIMEOUT_MS)
@@ -380,14 +385,14 @@ def test_the_panel_is_captured_in_the_light_and_dark_themes(
         panel = open_panel(shot_page)
         expect(worker_card(panel, "Studio PC").locator(".dgpu-status")).to_have_text("Online · idle")
         expect(worker_card(panel, "Laptop").locator(".dgpu-status")).to_have_text("Offline")
-        prompt_id = registry.queue_prompt(SLEEPY_RUN)
+        prompt_id = registry.queue_prompt(sleepy_run(SHOT_SEEDS[palette]))
         expect(panel.get_by_role("region", name="Distributed run")).to_contain_text("Finished")
         expect(worker_card(panel, "Studio PC")).to_contain_text("speed")
         registry.wait_history(prompt_id)
         out_dir = tmp_path_factory.getbasetemp() / "output" / "panel-shots"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"panel-{palette}.png"
-        shot_page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 560, "height": 820})
+        shot_page.screenshot(path=str(path), clip={"x": 0, "y": 0, **SHOT_SIZE})
         SHOTS_COPY_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, SHOTS_COPY_DIR / path.name)
         assert path.stat().st_size > 0

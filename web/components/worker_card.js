@@ -154,7 +154,7 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
     const cuda = isLocal && worker.cuda_device !== null && worker.cuda_device !== undefined ? `CUDA ${worker.cuda_device}` : null;
     device.textContent = [cuda, deviceText].filter(Boolean).join(" · ");
     device.hidden = !device.textContent;
-    replaceChildren(facts, describeWorkerFacts(worker).map((fact, i) => [i ? " · " : null, h("span", { text: fact.text, title: fact.title })]));
+    replaceChildren(facts, describeWorkerFacts(worker).flatMap((fact, i) => [i ? " · " : null, h("span", { text: fact.text, title: fact.title })]));
     facts.hidden = !facts.firstChild;
     access.textContent = describeAccess(worker);
     access.title = worker.tls_ca_file ? `CA bundle: ${worker.tls_ca_file}` : "";
