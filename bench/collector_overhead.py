@@ -47,7 +47,7 @@ from distributed import gather, wire
 from distributed.client import WorkerClient
 from distributed.fast_path import RESULT_UI_KEY, SINK_CLASS
 from distributed.models import WorkerConfig
-from tests.harness import ComfyInstance, reset_dir, wait_until
+from tests.harness import ComfyInstance, reset_dir, running, wait_until
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "bench-collector"
 SIZES = (1024, 2048)
@@ -308,19 +308,11 @@ def main() -> None:
     stock = ComfyInstance("worker-stock", base / "worker-stock")
     fast = ComfyInstance("worker-fast", base / "worker-fast", with_extension=True, env={"COMFYUI_DISTRIBUTED_WORKER_ID": "fast"})
     master = ComfyInstance("master", base / "master", with_extension=True, env={"DISTRIBUTED_WORKERS_FILE": str(registry)})
-    instances = [master, stock, fast]
-    for instance in instances:
-        instance.start()
-    try:
-        for instance in instances:
-            instance.wait_ready()
+    with running(master, stock, fast):
         if args.overhead:
             overhead(master, registry, stock)
             return
         table(master, registry, stock, fast, args.quick)
-    finally:
-        for instance in instances:
-            instance.stop()
     if not args.quick:
         capped_case()
 

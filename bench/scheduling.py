@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import ComfyInstance, reset_dir
+from tests.harness import ComfyInstance, reset_dir, running
 
 SPEEDS = {"fast-1": 1.0, "fast-2": 1.0, "slow": 1 / 3}
 
@@ -79,12 +79,7 @@ def main() -> None:
         {"id": name, "name": name, "type": "remote", "host": "127.0.0.1", "port": w.port} for name, w in workers.items()
     ]}))
     master = ComfyInstance("master", base / "master", with_extension=True, env={"DISTRIBUTED_WORKERS_FILE": str(registry)})
-    instances = [master, *workers.values()]
-    for instance in instances:
-        instance.start()
-    try:
-        for instance in instances:
-            instance.wait_ready()
+    with running(master, *workers.values()):
         run(master, sleep_prompt(0.05, 3))  # warm-up: first-run imports on every worker
         total_speed = sum(SPEEDS.values())
         ideal = args.shares * args.unit / total_speed
@@ -107,9 +102,6 @@ def main() -> None:
         queued = queue_all(master, args.unit, args.shares)
         print(f"  distributed queue (mode 4):      {queued:7.2f} s  ({queued / ideal:.2f}x ideal)"
               f"  {args.shares} whole prompts queued at once, queue to last history entry")
-    finally:
-        for instance in instances:
-            instance.stop()
 
 
 if __name__ == "__main__":

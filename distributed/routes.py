@@ -291,7 +291,9 @@ def register(routes: web.RouteTableDef, app: DistributedApp, policy: AccessPolic
     @guard
     async def test_unsaved_worker(request: web.Request) -> web.Response:
         fields = (await read_body(request, WorkerCreate)).model_dump()
-        fields.pop("id")
+        saved = app.registry.snapshot().worker(fields.pop("id") or "")
+        if saved is not None:  # editing a saved worker: its masked secrets stand for the stored ones
+            fields = keep_masked_secrets(saved, fields)
         return web.json_response(await app.test_connection(_worker("unsaved", fields)))
 
     @routes.get("/distributed/jobs")

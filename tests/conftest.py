@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ComfyInstance, http_json, reset_dir, wait_until
+from tests.harness import ComfyInstance, http_json, reset_dir, running, wait_until
 
 OUTPUT_ROOT = Path(
     os.environ.get("DISTRIBUTED_TEST_OUTPUT") or Path(__file__).resolve().parent.parent / "test-output" / f"run-{os.getpid()}"
@@ -82,16 +82,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     }
     workers_file = base / "workers.json"
     master = ComfyInstance("master", base / "master", with_extension=True, env={"DISTRIBUTED_WORKERS_FILE": str(workers_file)})
-    instances = [master, *workers.values()]
-    for instance in instances:
-        instance.start()
-    try:
-        for instance in instances:
-            instance.wait_ready()
+    with running(master, *workers.values()):
         yield Cluster(master, workers, workers_file)
-    finally:
-        for instance in instances:
-            instance.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,20 @@ class ComfyInstance:
             return wait_until(finished, timeout, interval=0.2, message=f"prompt {prompt_id} on {self.name}")
         except AssertionError as error:
             raise AssertionError(f"{error}\n--- {self.name} log ---\n{self.log_tail()}") from None
+
+
+@contextmanager
+def running(*instances: ComfyInstance) -> Iterator[None]:
+    """Starts the instances side by side, waits until each answers, and stops them all at the end."""
+    for instance in instances:
+        instance.start()
+    try:
+        for instance in instances:
+            instance.wait_ready()
+        yield
+    finally:
+        for instance in instances:
+            instance.stop()
 
 
 def reset_dir(path: Path) -> Path:

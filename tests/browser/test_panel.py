@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]
 SHOTS_COPY_DIR = Path("/tmp/panel-shots")
-SHOT_SIZE = {"width": 560, "height": 1040}
+SHOT_SIZE = {"width": 560, "height": 1090}
 SHOT_SEEDS = {"dark": 11, "light": 12}
 TAB_BUTTON = ".distributed-tab-button"
 MARKUP_NAME = "<img src=x onerror=alert(1)>"
@@ -389,6 +389,7 @@ def test_the_panel_is_captured_in_the_light_and_dark_themes(
         expect(panel.get_by_role("region", name="Distributed run")).to_contain_text("Finished")
         expect(worker_card(panel, "Studio PC")).to_contain_text("speed")
         registry.wait_history(prompt_id)
+        expect(worker_card(panel, "Studio PC").locator(".dgpu-status")).to_have_text("Online · idle")
         out_dir = tmp_path_factory.getbasetemp() / "output" / "panel-shots"
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"panel-{palette}.png"

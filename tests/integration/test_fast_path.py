@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ from distributed.registry import Registry
 from distributed.scheduler import Share
 from distributed.share_runner import ShareRunner
 from tests.conftest import OUTPUT_ROOT, Cluster
-from tests.harness import ComfyInstance, reset_dir
+from tests.harness import ComfyInstance, reset_dir, running
 from tests.integration.workflows import error_message, noise_prompt, read_stamp, saved_images, seed_stamp_prompt
+from tests.proxy import BackgroundServer
 
 RESULTS_REQUEST = b"GET /distributed/results/"
 
@@ -40,16 +42,8 @@ def fast_cluster() -> Iterator[Cluster]:
     }
     workers_file = base / "workers.json"
     master = ComfyInstance("master", base / "master", with_extension=True, env={"DISTRIBUTED_WORKERS_FILE": str(workers_file)})
-    instances = [master, *workers.values()]
-    for instance in instances:
-        instance.start()
-    try:
-        for instance in instances:
-            instance.wait_ready()
+    with running(master, *workers.values()):
         yield Cluster(master, workers, workers_file)
-    finally:
-        for instance in instances:
-            instance.stop()
 
 
 def expected_noise(seed: int, batch: int, height: int, width: int) -> np.ndarray:
@@ -116,42 +110,24 @@ def test_worker_without_the_extension_keeps_the_png_path_in_the_same_run(fast_cl
     assert all("images" in output and RESULT_UI_KEY not in output for output in history_outputs(fast_cluster.workers["stock"]))
 
 
-class TamperingRelay:
+class TamperingRelay(BackgroundServer):
     """Relays TCP to a worker; in the first answer to a results GET it flips one byte, or cuts the connection there.
 
-    Byte-level, so the websocket and every other request pass untouched; runs on its own thread.
+    Byte-level, so the websocket and every other request pass untouched.
     """
 
     def __init__(self, upstream_port: int, mode: str, offset: int = 1 << 16) -> None:
+        super().__init__()
         self.upstream_port = upstream_port
         self.mode = mode
         self.offset = offset
         self.tampered = threading.Event()
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="tampering-relay", daemon=True)
 
-    def start(self) -> TamperingRelay:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise AssertionError("the relay did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[int]:
         server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
         async with server:
-            await self._stop.wait()
+            yield server.sockets[0].getsockname()[1]
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)

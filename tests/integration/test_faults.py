@@ -7,7 +7,6 @@ Timings are recorded, never asserted.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import io
 import json
@@ -19,7 +18,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from PIL import Image
@@ -27,11 +25,9 @@ from PIL import Image
 from tests.conftest import OUTPUT_ROOT, Cluster
 from tests.harness import ComfyInstance, http_json, reset_dir, wait_until
 from tests.integration.workflows import error_message, read_stamp, saved_images, seed_stamp_prompt
+from tests.proxy import WorkerProxy
 
 MATRIX_FILE = OUTPUT_ROOT / "fault-matrix.json"
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
-
-
 def record(fault: str, **figures: Any) -> None:
     """Adds one row to the run's fault matrix (read by docs/reliability.md's author, printed with -s)."""
     rows = json.loads(MATRIX_FILE.read_text()) if MATRIX_FILE.exists() else {}
@@ -92,58 +88,19 @@ class SilentServer:
 # --- a proxy that corrupts chosen answers of a real worker ---------------------------------------
 
 
-class GarbageProxy:
+class GarbageProxy(WorkerProxy):
     """Forwards everything to one worker, except that it spoils the answers `mode` names.
 
     Modes: `history_not_json` (/history/{id} is HTML), `view_truncated` (half a PNG), `view_wrong_size`
-    (a valid PNG of another size), `view_500` (/view answers HTTP 500). Runs on its own thread and loop.
+    (a valid PNG of another size), `view_500` (/view answers HTTP 500).
     """
 
     def __init__(self, upstream: str, mode: str) -> None:
-        self.upstream = upstream
+        super().__init__(upstream)
         self.mode = mode
         self.spoiled: collections.Counter[str] = collections.Counter()
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
-    def __enter__(self) -> GarbageProxy:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise AssertionError("the garbage proxy did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        app = web.Application(client_max_size=1 << 28)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as self._session:
-            self._ready.set()
-            await self._stop.wait()
-            await runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.path == "/ws":
-            return await self._websocket(request)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with self._session.request(request.method, self.upstream + request.path_qs, data=await request.read(),
-                                         headers=headers, allow_redirects=False) as answer:
-            body = await answer.read()
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
-            status = answer.status
+    def spoil(self, request: web.Request, status: int, body: bytes) -> web.Response | None:
         if request.path.startswith("/history/") and self.mode == "history_not_json" and b"outputs" in body:
             self.spoiled[request.path] += 1
             return web.Response(status=200, text="<html>Bad gateway, but 200</html>", content_type="text/html")
@@ -156,27 +113,7 @@ class GarbageProxy:
                 Image.new("RGB", (8, 8), (1, 2, 3)).save(spoiled, "PNG")
                 return web.Response(status=200, body=spoiled.getvalue(), content_type="image/png")
             return web.Response(status=500, text="500 Internal Server Error")
-        return web.Response(status=status, body=body, headers=kept)
-
-    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
-        downstream = web.WebSocketResponse()
-        await downstream.prepare(request)
-        async with self._session.ws_connect(self.upstream.replace("http", "ws", 1) + request.path_qs) as upstream:
-
-            async def pump(source: Any, sink: Any) -> None:
-                async for message in source:
-                    if message.type == aiohttp.WSMsgType.TEXT:
-                        await sink.send_str(message.data)
-                    elif message.type == aiohttp.WSMsgType.BINARY:
-                        await sink.send_bytes(message.data)
-
-            tasks = [asyncio.ensure_future(pump(upstream, downstream)), asyncio.ensure_future(pump(downstream, upstream))]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await downstream.close()
-        return downstream
+        return None
 
 
 def proxied(worker_id: str, port: int) -> dict[str, Any]:

@@ -9,22 +9,18 @@ namespace behind a shaped veth link.
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import shutil
 import ssl
 import subprocess
-import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 from PIL import Image
 
 from distributed.client import ClientPool
@@ -35,124 +31,20 @@ from distributed.share_runner import ShareRunner
 from tests.conftest import OUTPUT_ROOT, Cluster, mutate_headers
 from tests.harness import ComfyInstance, reset_dir, wait_until
 from tests.integration.workflows import error_message, noise_prompt, read_stamp, saved_images, seed_stamp_prompt
+from tests.proxy import WorkerProxy
 
 TOKEN = "test-token-0123456789"
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "upgrade", "host", "content-length", "content-encoding",
-              "proxy-authorization", "te", "trailer"}
-
-
-# --- a reverse proxy in its own thread ----------------------------------------------------------
-
-
-class Proxy:
-    """Forwards HTTP and the websocket to one worker; optionally TLS, a token check, or a cut websocket.
-
-    It runs on its own thread and event loop, because the tests drive the master with blocking calls.
-    """
-
-    def __init__(self, upstream: str, token: str | None = None, ssl_context: ssl.SSLContext | None = None,
-                 cut_websocket_on: str | None = None) -> None:
-        self.upstream = upstream
-        self.token = token
-        self.ssl_context = ssl_context
-        self.cut_websocket_on = cut_websocket_on
-        """Message type after which the first websocket is closed on both sides (once)."""
-        self.requests: collections.Counter[str] = collections.Counter()
-        self.websockets_opened = 0
-        self.cut = threading.Event()
-        self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._serve, name="test-proxy", daemon=True)
-        self._stop: asyncio.Event | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
-
-    def start(self) -> Proxy:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise AssertionError("the test proxy did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _serve(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        app = web.Application(client_max_size=1 << 30)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
-        await site.start()
-        self.port = runner.addresses[0][1]
-        async with aiohttp.ClientSession(auto_decompress=True) as self._session:
-            self._ready.set()
-            await self._stop.wait()
-            await runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests[f"{request.method} {request.path}"] += 1
-        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
-            return web.json_response({"error": "missing or wrong token"}, status=401)
-        if request.path == "/ws":
-            return await self._websocket(request)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with self._session.request(request.method, self.upstream + request.path_qs, data=await request.read(),
-                                         headers=headers, allow_redirects=False) as answer:
-            body = await answer.read()
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in HOP_BY_HOP}
-            return web.Response(status=answer.status, body=body, headers=kept)
-
-    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
-        self.websockets_opened += 1
-        downstream = web.WebSocketResponse()
-        await downstream.prepare(request)
-        async with self._session.ws_connect(self.upstream.replace("http", "ws", 1) + request.path_qs) as upstream:
-
-            async def to_master() -> None:
-                async for message in upstream:
-                    if message.type == aiohttp.WSMsgType.TEXT:
-                        await downstream.send_str(message.data)
-                        if self.cut_websocket_on and not self.cut.is_set() and f'"type": "{self.cut_websocket_on}"' in message.data:
-                            self.cut.set()
-                            return
-                    elif message.type == aiohttp.WSMsgType.BINARY:
-                        await downstream.send_bytes(message.data)
-
-            async def to_worker() -> None:
-                async for message in downstream:
-                    if message.type == aiohttp.WSMsgType.TEXT:
-                        await upstream.send_str(message.data)
-
-            tasks = [asyncio.ensure_future(to_master()), asyncio.ensure_future(to_worker())]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        await downstream.close()
-        return downstream
-
-
 @pytest.fixture
-def proxies() -> Iterator[list[Proxy]]:
+def proxies() -> Iterator[list[WorkerProxy]]:
     """Proxies a test starts; all stopped afterwards."""
-    started: list[Proxy] = []
+    started: list[WorkerProxy] = []
     yield started
     for proxy in started:
         proxy.stop()
 
 
-def proxy_for(proxies: list[Proxy], worker: ComfyInstance, **options: Any) -> Proxy:
-    proxy = Proxy(worker.url, **options).start()
+def proxy_for(proxies: list[WorkerProxy], worker: ComfyInstance, **options: Any) -> WorkerProxy:
+    proxy = WorkerProxy(worker.url, **options).start()
     proxies.append(proxy)
     return proxy
 
@@ -209,7 +101,7 @@ def cloud_entry(worker_id: str, url: str, **fields: Any) -> dict[str, Any]:
 # --- TLS ------------------------------------------------------------------------------------------
 
 
-def test_tls_worker_with_a_private_certificate_is_refused_without_its_ca(cluster: Cluster, proxies: list[Proxy],
+def test_tls_worker_with_a_private_certificate_is_refused_without_its_ca(cluster: Cluster, proxies: list[WorkerProxy],
                                                                          certificates: Certificates) -> None:
     proxy = proxy_for(proxies, cluster.workers["a"], ssl_context=certificates.server_context())
     cluster.registry([cloud_entry("tls", proxy.url)])
@@ -220,7 +112,7 @@ def test_tls_worker_with_a_private_certificate_is_refused_without_its_ca(cluster
     assert test["ok"] is False and test["stage"] == "tls" and "tls_ca_file" in test["message"]
 
 
-def test_tls_worker_renders_a_share_when_given_its_ca_bundle(cluster: Cluster, proxies: list[Proxy],
+def test_tls_worker_renders_a_share_when_given_its_ca_bundle(cluster: Cluster, proxies: list[WorkerProxy],
                                                                certificates: Certificates) -> None:
     proxy = proxy_for(proxies, cluster.workers["a"], ssl_context=certificates.server_context())
     cluster.registry([cloud_entry("tls", proxy.url, tls_ca_file=str(certificates.ca))], participate=False)
@@ -235,7 +127,7 @@ def test_tls_worker_renders_a_share_when_given_its_ca_bundle(cluster: Cluster, p
 # --- auth -----------------------------------------------------------------------------------------
 
 
-def test_worker_behind_a_token_proxy_is_reported_as_an_auth_error_without_the_token(cluster: Cluster, proxies: list[Proxy]) -> None:
+def test_worker_behind_a_token_proxy_is_reported_as_an_auth_error_without_the_token(cluster: Cluster, proxies: list[WorkerProxy]) -> None:
     proxy = proxy_for(proxies, cluster.workers["a"], token=TOKEN)
     cluster.registry([cluster.entry("a", port=proxy.port)])
 
@@ -245,7 +137,7 @@ def test_worker_behind_a_token_proxy_is_reported_as_an_auth_error_without_the_to
     assert test["ok"] is False and test["stage"] == "auth"
 
 
-def test_worker_behind_a_token_proxy_renders_with_its_token_on_requests_and_websocket(cluster: Cluster, proxies: list[Proxy]) -> None:
+def test_worker_behind_a_token_proxy_renders_with_its_token_on_requests_and_websocket(cluster: Cluster, proxies: list[WorkerProxy]) -> None:
     proxy = proxy_for(proxies, cluster.workers["a"], token=TOKEN)
     cluster.registry([cluster.entry("a", port=proxy.port, auth_token=TOKEN)], participate=False)
     cluster.wait_online("a")
@@ -266,7 +158,7 @@ def test_api_shows_the_token_masked(cluster: Cluster) -> None:
 # --- websocket drop -------------------------------------------------------------------------------
 
 
-def test_websocket_dropped_mid_run_still_yields_every_image(cluster: Cluster, proxies: list[Proxy]) -> None:
+def test_websocket_dropped_mid_run_still_yields_every_image(cluster: Cluster, proxies: list[WorkerProxy]) -> None:
     proxy = proxy_for(proxies, cluster.workers["a"], cut_websocket_on="progress")
     cluster.registry([cluster.entry("a", port=proxy.port)])
     cluster.wait_online("a")
@@ -280,7 +172,7 @@ def test_websocket_dropped_mid_run_still_yields_every_image(cluster: Cluster, pr
 # --- input uploads --------------------------------------------------------------------------------
 
 
-async def test_input_image_is_uploaded_once_across_three_runs(cluster: Cluster, proxies: list[Proxy], tmp_path: Path) -> None:
+async def test_input_image_is_uploaded_once_across_three_runs(cluster: Cluster, proxies: list[WorkerProxy], tmp_path: Path) -> None:
     proxy = proxy_for(proxies, cluster.workers["b"])
     input_dir = tmp_path / "master-input"
     input_dir.mkdir()

@@ -27,7 +27,7 @@ export function createAccessFields({ worker }) {
     input: tokenInput,
     hint: "Sent as \u201cAuthorization: Bearer \u2026\u201d on every request to the worker.",
   });
-  tokenInput.placeholder = savedToken ? "Type a new token to replace the saved one" : "None";
+  tokenInput.placeholder = savedToken ? "Type to replace it" : "None";
 
   const savedText = h("span", { class: "dgpu-mono", text: savedToken });
   const savedNote = h("span", { class: "dgpu-meta" });

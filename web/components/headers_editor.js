@@ -18,7 +18,7 @@ export function createHeadersEditor({ headers = {} }) {
   const labelId = `${id}-label`;
   const hintId = `${id}-hint`;
   const rows = h("div", { class: "dgpu-header-rows" });
-  const addButton = button({ label: "Add header", text: "Add header", iconName: "pi-plus", variant: "link", onClick: () => addRow("", "").name.focus() });
+  const addButton = button({ label: "Add header", text: "Add header", iconName: "pi-plus", variant: "secondary", onClick: () => addRow("", "").name.focus() });
   const group = h("div", { class: "dgpu-header-group", role: "group", "aria-labelledby": labelId }, rows, addButton);
   const error = errorSlot(group, id, hintId);
   const root = h(
