@@ -119,7 +119,8 @@ class DistributedCollector:
                 progress.update_absolute(done, len(job.queue.shares))
 
         try:
-            job = _app.wait_job(job_id, _interrupted, report)
+            master_shapes = {str(unique_id): tuple(images.shape[1:])} if images is not None else {}
+            job = _app.wait_job(job_id, _interrupted, report, master_shapes)
             parts = collect.ordered_parts(
                 str(unique_id), job.remote_share_order(), job.results,
                 {index: share.participant for index, share in job.queue.shares.items()},

@@ -224,10 +224,11 @@ class DistributedApp:
         """Starts the job's remote shares; True when the master must render share 0 itself."""
         return run_on_loop(self._server.loop, self.dispatcher.start(job_id), is_interrupted)
 
-    def wait_job(self, job_id: str, is_interrupted: Callable[[], bool], on_tick: Callable[[], None]) -> Job:
-        """Waits for the workers' shares; the master's own share is done when this is called."""
+    def wait_job(self, job_id: str, is_interrupted: Callable[[], bool], on_tick: Callable[[], None],
+                 master_shapes: dict[str, tuple[int, ...]]) -> Job:
+        """Waits for the workers' shares; the master's own share (of `master_shapes`) is done now."""
         self._server.loop.call_soon_threadsafe(self.dispatcher.master_done, job_id)
-        return run_on_loop(self._server.loop, self.dispatcher.results(job_id), is_interrupted, on_tick)
+        return run_on_loop(self._server.loop, self.dispatcher.results(job_id, master_shapes), is_interrupted, on_tick)
 
     def release_job(self, job_id: str, collector_id: str) -> None:
         """The collector has its images: the job may drop them."""

@@ -66,6 +66,8 @@ class Job:
     """Split mode: the slices for workers, in share order."""
     queue: ShareQueue = field(default_factory=lambda: ShareQueue([]))
     results: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    expected_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Collector node id -> image size [H, W, C] of the master's own share: what every share must match."""
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -91,6 +93,20 @@ class Job:
         return {"job_id": self.job_id, "prompt_id": self.prompt_id, "state": self.state, "error": self.error,
                 "mode": mode, "created_at": self.created_at, "duration_s": duration,
                 "collectors": list(self.plan.collector_ids) if self.plan else [], "shares": shares}
+
+
+def _majority(sizes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """The size more than half of the shares delivered, if two or more agree on it."""
+    for size in set(sizes):
+        count = sizes.count(size)
+        if count >= 2 and count * 2 > len(sizes):
+            return size
+    return None
+
+
+def _size_text(size: tuple[int, ...]) -> str:
+    height, width, *channels = size
+    return f"{width}x{height}" + (f"x{channels[0]}" if channels else "")
 
 
 def _batch_json(batch: BatchSlice | None) -> dict[str, int] | None:
@@ -204,9 +220,18 @@ class Dispatcher:
         self.speeds.observe(job.plan.workflow_key, MASTER, time.monotonic() - job.started_at, units)
         self._publish(job)
 
-    async def results(self, job_id: str) -> Job:
-        """Waits for every remote share; raises JobFailed naming who failed and why."""
+    async def results(self, job_id: str, master_shapes: dict[str, tuple[int, ...]] | None = None) -> Job:
+        """Waits for every remote share; raises JobFailed naming who failed and why.
+
+        `master_shapes` are the image sizes of the master's own share: a delivered share of another size
+        is given back and re-run elsewhere, even if the job had already finished.
+        """
         job = self._require(job_id)
+        job.expected_shapes.update(master_shapes or {})
+        if job.state == "done" and self._reject_mismatched(job):
+            job.state = "running"
+            job.finished.clear()
+            job.task = asyncio.ensure_future(self._run(job))
         try:
             await job.finished.wait()
         except asyncio.CancelledError:
@@ -248,7 +273,7 @@ class Dispatcher:
         running: dict[asyncio.Task, tuple[Share, WorkerConfig]] = {}
         stuck_since: float | None = None
         try:
-            while not job.queue.is_finished():
+            while not job.queue.is_finished() or self._reject_mismatched(job):
                 candidates = {worker.id: worker for worker in self._candidates(job)}
                 now = time.monotonic()
                 for share, worker_id in assignments_now(job.queue.pending(), self._participants(job, list(candidates.values()), now), now):
@@ -318,6 +343,27 @@ class Dispatcher:
                 busy_until += sum(seconds[worker.id] * share.units for share in held[1:])
             participants.append(Participant(worker.id, seconds[worker.id], busy_until, len(held)))
         return participants
+
+    def _reject_mismatched(self, job: Job) -> bool:
+        """Gives back delivered shares whose image size differs from the master's, or, without a share
+        on the master, from what most shares delivered (two at least); True if any was given back."""
+        rejected = False
+        for collector_id in job.plan.collector_ids if job.plan else ():
+            sizes = {index: tuple(outputs[collector_id].shape[1:]) for index, outputs in job.results.items() if collector_id in outputs}
+            expected = job.expected_shapes.get(collector_id) or _majority(list(sizes.values()))
+            for index, size in sizes.items():
+                if expected is None or size == expected:
+                    continue
+                share = job.queue.shares[index]
+                worker = self._registry.snapshot().worker(share.participant or "")
+                name = worker.name if worker else share.participant
+                cause = f"returned images of {_size_text(size)} for collector node {collector_id}; the others are {_size_text(expected)}"
+                logger.warning("Job %s: share %d from %s is the wrong size; it will run elsewhere", job.job_id, index, name)
+                job.results.pop(index, None)
+                job.queue.give_back(share, share.participant or "", f"worker '{name}': {cause}")
+                self._events.share_reassigned(job.job_id, index, share.participant or "", cause)
+                rejected = True
+        return rejected
 
     def _settle(self, job: Job, share: Share, worker: WorkerConfig, task: asyncio.Task) -> None:
         error = task.exception() if not task.cancelled() else WorkerLost(worker.name, "share cancelled")

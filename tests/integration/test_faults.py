@@ -216,15 +216,7 @@ def test_interrupt_on_the_master_cancels_the_shares_on_every_worker(cluster: Clu
 # --- garbage from a worker ----------------------------------------------------------------------
 
 
-WRONG_SIZE_ACCEPTED = pytest.mark.xfail(
-    strict=True,
-    reason="a valid image of the wrong size is accepted as the share's result; the collector then fails the prompt naming "
-           "the share, without fail-over (dispatcher fix proposed in docs/reliability.md)",
-)
-
-
-@pytest.mark.parametrize("mode", ["history_not_json", "view_truncated", "view_500",
-                                  pytest.param("view_wrong_size", marks=WRONG_SIZE_ACCEPTED)])
+@pytest.mark.parametrize("mode", ["history_not_json", "view_truncated", "view_500"])
 def test_garbage_from_a_worker_fails_that_share_over_and_the_master_stays_up(cluster: Cluster, mode: str) -> None:
     with GarbageProxy(cluster.workers["a"].url, mode) as proxy:
         cluster.registry([proxied("bad", proxy.port), cluster.entry("b")], participate=False)
@@ -241,6 +233,24 @@ def test_garbage_from_a_worker_fails_that_share_over_and_the_master_stays_up(clu
     assert cluster.master.get("/system_stats")[0] == 200
     record(f"garbage from a worker: {mode}", user_sees="success; the share re-ran on the other worker",
            delivered=len(got), expected=2, seconds_total=round(finished - started, 1), cause=attempts[0])
+
+
+def test_images_of_the_wrong_size_fail_that_share_over_to_another_participant(cluster: Cluster) -> None:
+    """The master's own share says what size every share must be."""
+    with GarbageProxy(cluster.workers["a"].url, "view_wrong_size") as proxy:
+        cluster.registry([proxied("bad", proxy.port), cluster.entry("b")])
+        cluster.wait_online("bad", "b")
+        started = time.monotonic()
+        entry = cluster.run(seed_stamp_prompt(seed=7450))
+        finished = time.monotonic()
+
+    assert proxy.spoiled, "the share never reached the spoiling worker"
+    got = stamps(cluster, entry)
+    assert got == [(7450, 0), (7451, 0), (7452, 0)]
+    attempts = [line for s in cluster.job(entry)["shares"] for line in s["attempts"]]
+    assert len(attempts) == 1 and "Worker bad" in attempts[0] and "8x8" in attempts[0]
+    record("garbage from a worker: view_wrong_size", user_sees="success; the share re-ran on the other worker",
+           delivered=len(got), expected=3, seconds_total=round(finished - started, 1), cause=attempts[0])
 
 
 def test_when_no_participant_delivers_the_prompt_errors_naming_the_worker_and_cause(cluster: Cluster) -> None:
