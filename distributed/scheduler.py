@@ -110,20 +110,38 @@ def assignments_now(pending: list[Share], participants: list[Participant], now: 
     """The shares to hand out now, by earliest expected finish over all pending shares.
 
     Every pending share is placed, in index order, on the participant that would finish it first
-    (participants listed first win ties). A placement is handed out now only if it fits in that
-    participant's window; the rest stays on the master, to be decided again when anything changes.
+    (participants listed first win ties). A placement is handed out now if it fits in that
+    participant's window. A share placed on a participant whose window is full goes now to one that
+    has room and would finish it no later, so nobody idles for a share that gains nothing by waiting;
+    the rest stays on the master, to be decided again when anything changes.
     """
-    available = {p.id: (now if p.holding == 0 else max(now, p.busy_until)) for p in participants}
-    free_slots = {p.id: window - p.holding for p in participants}
+    if not participants:
+        return []
     order = {p.id: position for position, p in enumerate(participants)}
     speed = {p.id: p.seconds_per_unit for p in participants}
-    now_assigned: list[tuple[Share, str]] = []
+    start = {p.id: (now if p.holding == 0 else max(now, p.busy_until)) for p in participants}
+    planned = dict(start)
+    room = {p.id: window - p.holding for p in participants}
+    placed_slots = dict(room)
+    handed: list[tuple[Share, str]] = []
+    deferred: list[tuple[Share, float]] = []
     for share in pending:
-        if not participants:
+        best = min(participants, key=lambda p: (planned[p.id] + speed[p.id] * share.units, order[p.id])).id
+        planned[best] += speed[best] * share.units
+        placed_slots[best] -= 1
+        if placed_slots[best] >= 0:
+            handed.append((share, best))
+            start[best] += speed[best] * share.units
+            room[best] -= 1
+        else:
+            deferred.append((share, planned[best]))
+    for share, planned_finish in deferred:
+        open_now = [p for p in participants if room[p.id] > 0]
+        if not open_now:
             break
-        best = min(participants, key=lambda p: (available[p.id] + speed[p.id] * share.units, order[p.id])).id
-        available[best] += speed[best] * share.units
-        free_slots[best] -= 1
-        if free_slots[best] >= 0:
-            now_assigned.append((share, best))
-    return now_assigned
+        other = min(open_now, key=lambda p: (start[p.id] + speed[p.id] * share.units, order[p.id])).id
+        if start[other] + speed[other] * share.units <= planned_finish + 1e-9:
+            handed.append((share, other))
+            start[other] += speed[other] * share.units
+            room[other] -= 1
+    return handed

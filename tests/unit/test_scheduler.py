@@ -73,3 +73,10 @@ def test_fail_pending_marks_undelivered_shares_failed() -> None:
     queue.complete(queue.shares[1])
     assert [s.index for s in queue.fail_pending()] == [2]
     assert queue.shares[2].state == ShareState.FAILED
+
+
+def test_share_placed_on_a_full_window_goes_now_to_an_idle_participant_finishing_no_later() -> None:
+    full = Participant("a", 1.0, busy_until=1.0, holding=2)
+    idle = _idle("b", 2.0)
+    handed = assignments_now([Share(5)], [full, idle], now=0.0)
+    assert [(s.index, w) for s, w in handed] == [(5, "b")]
