@@ -27,9 +27,12 @@ if "server" in sys.modules and hasattr(sys.modules["server"], "PromptServer"):
     from .distributed.app import DistributedApp, MasterPaths
     from .distributed.processes import WORKER_ID_ENV, MasterLayout
     from .distributed.routes import guard
+    from .distributed.runtime import freeze_startup_heap
 
-    # Master or worker alike, this instance can hand its share results to a master the fast way.
+    # Master or worker alike, this instance can hand its share results to a master the fast way,
+    # and ComfyUI's periodic full garbage collection should not stall it (see distributed/runtime.py).
     _results = fast_path.install(PromptServer.instance, guard)
+    PromptServer.instance.app.on_startup.append(freeze_startup_heap)
     NODE_CLASS_MAPPINGS = {**nodes.NODE_CLASS_MAPPINGS, fast_path.SINK_CLASS: fast_path.sink_node(_results)}
     NODE_DISPLAY_NAME_MAPPINGS = {**nodes.NODE_DISPLAY_NAME_MAPPINGS, fast_path.SINK_CLASS: fast_path.SINK_DISPLAY_NAME}
     # A local worker loads the master's custom nodes too; there the extension must not act as a

@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from .processes import LocalWorkerManager, MasterLayout
 from .registry import Registry
 from .remote_queue import QueuedRun, RemoteQueue, image_outputs
 from .routes_processes import add_process_routes
+from .runtime import exit_cleanly_on_sigterm
 from .share_runner import ShareRunner
 
 logger = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class DistributedApp:
     def install(self) -> None:
         """Registers the on-prompt hook, the routes and the background tasks with ComfyUI."""
         self.processes.hold_lease()  # early: workers of a previous master are waiting for it
-        _exit_cleanly_on_sigterm()
+        exit_cleanly_on_sigterm()
         self._server.add_on_prompt_handler(self.on_prompt)
         policy = routes.AccessPolicy.from_environ(os.environ)
         routes.register(self._server.routes, self, policy)
@@ -278,18 +277,6 @@ class DistributedApp:
             await self.processes.stop(worker_id)
         self._process_states.pop(worker_id, None)
         await self.clients.forget(worker_id)
-
-
-def _exit_cleanly_on_sigterm() -> None:
-    """Makes SIGTERM a normal exit, so exit handlers stop local workers at once.
-
-    Python's default SIGTERM ends the process without running them; the workers' watchdog would
-    still end them, but only after its lease deadline. Left alone if ComfyUI or the user set a handler.
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def _is_output_node(class_type: str) -> bool:
