@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from distributed.processes import WORKER_ID_ENV
 from tests.harness import ComfyInstance, reset_dir, running
 
 SPEEDS = {"fast-1": 1.0, "fast-2": 1.0, "slow": 1 / 3}
@@ -70,10 +71,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unit", type=float, default=2.0, help="seconds one share takes on a 1x participant")
     parser.add_argument("--shares", type=int, default=24)
+    parser.add_argument("--extension-workers", action="store_true",
+                        help="workers run this extension too (as local workers do): no 0.5 s gc pause every 10 s")
     args = parser.parse_args()
 
     base = reset_dir(Path(__file__).resolve().parent.parent / "test-output" / "bench-scheduling")
-    workers = {name: ComfyInstance(name, base / name, env={"DIST_TEST_SLOWDOWN": f"{1 / speed:g}"}) for name, speed in SPEEDS.items()}
+    workers = {
+        name: ComfyInstance(name, base / name, with_extension=args.extension_workers,
+                            env={"DIST_TEST_SLOWDOWN": f"{1 / speed:g}", WORKER_ID_ENV: name})
+        for name, speed in SPEEDS.items()
+    }
     registry = base / "workers.json"
     registry.write_text(json.dumps({"version": 1, "master": {"participate": False}, "settings": {"health_interval": 0.5}, "workers": [
         {"id": name, "name": name, "type": "remote", "host": "127.0.0.1", "port": w.port} for name, w in workers.items()
@@ -89,7 +96,8 @@ def main() -> None:
         job = master.get(f"/distributed/jobs/{job_id}")[1]
         counts = Counter(share["participant"] for share in job["shares"])
 
-        print(f"scheduling: {args.shares} shares of {args.unit:g} s at speeds 1x, 1x, 1/3x (3 CPU workers, master orchestrating)")
+        kind = "workers with this extension" if args.extension_workers else "stock workers"
+        print(f"scheduling: {args.shares} shares of {args.unit:g} s at speeds 1x, 1x, 1/3x (3 CPU {kind}, master orchestrating)")
         print(f"  ideal (work / total speed):      {ideal:7.2f} s")
         print(f"  even split (fixed 1/3 each):     {even:7.2f} s  ({even / ideal:.2f}x ideal)")
         print(f"  late binding (mode 2), shares:   {job['duration_s']:7.2f} s  ({job['duration_s'] / ideal:.2f}x ideal)"
