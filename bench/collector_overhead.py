@@ -30,8 +30,6 @@ import asyncio
 import http.client
 import json
 import os
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -48,6 +46,7 @@ from distributed.client import WorkerClient
 from distributed.fast_path import RESULT_UI_KEY, SINK_CLASS
 from distributed.models import WorkerConfig
 from tests.harness import ComfyInstance, reset_dir, running, wait_until
+from tests.netns import LinkUnavailable, NamespacedWorker, capped_link
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "bench-collector"
 SIZES = (1024, 2048)
@@ -203,60 +202,31 @@ def master_stall(master: ComfyInstance, kind: str, size: int, count: int, seed: 
 # --- a worker behind a bandwidth cap ------------------------------------------------------------
 
 
-class NamespacedWorker(ComfyInstance):
-    namespace: str = ""
-    address: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
-
-    def command(self) -> list[str]:
-        command = super().command()
-        command[command.index("--listen") + 1] = self.address
-        return ["ip", "netns", "exec", self.namespace, *command]
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
-
-
 def capped_case() -> None:
-    if os.geteuid() != 0 or shutil.which("tc") is None:
-        print("\ncapped link: skipped (needs root and iproute2)")
+    if os.geteuid() != 0:
+        print("\ncapped link: skipped (needs root)")
         return
-    namespace, host_side, worker_side = "distbench", "dbh", "dbw"
-    if ip("netns", "add", namespace, check=False).returncode != 0:
-        print("\ncapped link: skipped (network namespaces are not allowed here)")
-        return
-    worker = NamespacedWorker("worker-capped", reset_dir(OUTPUT / "worker-capped"), with_extension=True,
-                              env={"COMFYUI_DISTRIBUTED_WORKER_ID": "capped"})
-    worker.namespace, worker.address = namespace, "10.232.7.2"
     try:
-        ip("link", "add", host_side, "type", "veth", "peer", "name", worker_side)
-        ip("link", "set", worker_side, "netns", namespace)
-        ip("addr", "add", "10.232.7.1/24", "dev", host_side)
-        ip("link", "set", host_side, "up")
-        ip("netns", "exec", namespace, "ip", "addr", "add", "10.232.7.2/24", "dev", worker_side)
-        ip("netns", "exec", namespace, "ip", "link", "set", worker_side, "up")
-        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
-        ip("netns", "exec", namespace, "tc", "qdisc", "add", "dev", worker_side, "root", "tbf", "rate", TBF_RATE,
-           "burst", "64kb", "latency", "500ms")
-        worker.start().wait_ready()
-        print(f"\ncapped link ({TBF_RATE}/s tbf), fast path, 4 flat 2048x2048 uint8 images:")
-        links = gather.LinkMonitor()
-        for encoding in ("raw", "zlib"):
-            stages = asyncio.run(fast_stages(worker, "flat", 2048, 4, encoding))
-            links.observe("capped", stages.wire_bytes, stages.transfer)
-            total = (stages.encode + stages.transfer + stages.decode) / 4
-            print(f"  {encoding:5} {stages.wire_bytes / 4e6:7.2f} MB/img  transfer {1000 * stages.transfer / 4:7.1f} ms/img"
-                  f"  per image {1000 * total:7.1f} ms")
-        choice = links.choose("capped", "uint8")
-        print(f"  link monitor after these transfers: {choice} ({links.report()['capped']['reason']})")
-    finally:
-        worker.stop()
-        ip("link", "del", host_side, check=False)
-        ip("netns", "del", namespace, check=False)
+        with capped_link(7, TBF_RATE) as (namespace, address):
+            worker = NamespacedWorker("worker-capped", reset_dir(OUTPUT / "worker-capped"), with_extension=True,
+                                      env={"COMFYUI_DISTRIBUTED_WORKER_ID": "capped"})
+            worker.namespace, worker.address = namespace, address
+            try:
+                worker.start().wait_ready()
+                print(f"\ncapped link ({TBF_RATE}/s tbf), fast path, 4 flat 2048x2048 uint8 images:")
+                links = gather.LinkMonitor()
+                for encoding in ("raw", "zlib"):
+                    stages = asyncio.run(fast_stages(worker, "flat", 2048, 4, encoding))
+                    links.observe("capped", stages.wire_bytes, stages.transfer)
+                    total = (stages.encode + stages.transfer + stages.decode) / 4
+                    print(f"  {encoding:5} {stages.wire_bytes / 4e6:7.2f} MB/img  transfer {1000 * stages.transfer / 4:7.1f} ms/img"
+                          f"  per image {1000 * total:7.1f} ms")
+                choice = links.choose("capped", "uint8")
+                print(f"  link monitor after these transfers: {choice} ({links.report()['capped']['reason']})")
+            finally:
+                worker.stop()
+    except LinkUnavailable as reason:
+        print(f"\ncapped link: skipped ({reason})")
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from distributed.share_runner import ShareRunner
 from tests.conftest import OUTPUT_ROOT, Cluster, mutate_headers
 from tests.harness import ComfyInstance, reset_dir, wait_until
 from tests.integration.workflows import error_message, noise_prompt, read_stamp, saved_images, seed_stamp_prompt
+from tests.netns import LinkUnavailable, NamespacedWorker, capped_link
 from tests.proxy import WorkerProxy
 
 TOKEN = "test-token-0123456789"
@@ -224,61 +224,14 @@ def test_worker_missing_a_model_is_skipped_with_a_message_naming_the_file(cluste
 # --- a worker behind a slow link, in its own network namespace -----------------------------------
 
 
-class NamespacedWorker(ComfyInstance):
-    """A worker ComfyUI started inside a network namespace, listening on its veth address."""
-
-    namespace: str = ""
-    address: str = ""
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
-
-    def command(self) -> list[str]:
-        command = super().command()
-        command[command.index("--listen") + 1] = self.address
-        return ["ip", "netns", "exec", self.namespace, *command]
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
-
-
 @pytest.fixture
 def slow_link() -> Iterator[tuple[str, str]]:
-    """A namespace joined to this one by a veth pair; the worker side's outgoing traffic is shaped.
-
-    Shaping is 100 ms of delay and a 40 Mbit/s cap with `tc netem`; a kernel without netem gets the
-    bandwidth cap alone (`tbf`), with a warning.
-    """
-    if shutil.which("ip") is None or shutil.which("tc") is None:
-        pytest.skip("iproute2 (ip, tc) is not installed")
-    suffix = os.getpid() % 200 + 20
-    namespace, host_side, worker_side = f"distnet{suffix}", f"dn{suffix}h", f"dn{suffix}w"
-    host_address, worker_address = f"10.231.{suffix}.1", f"10.231.{suffix}.2"
-    created = ip("netns", "add", namespace, check=False)
-    if created.returncode != 0:
-        pytest.skip(f"this machine forbids network namespaces: `ip netns add` said {created.stderr.strip()!r}")
+    """A namespace for the worker, its link delayed 100 ms and capped at 40 Mbit/s (see tests/netns.py)."""
     try:
-        ip("link", "add", host_side, "type", "veth", "peer", "name", worker_side)
-        ip("link", "set", worker_side, "netns", namespace)
-        ip("addr", "add", f"{host_address}/24", "dev", host_side)
-        ip("link", "set", host_side, "up")
-        inside = ["netns", "exec", namespace, "ip"]
-        ip(*inside, "addr", "add", f"{worker_address}/24", "dev", worker_side)
-        ip(*inside, "link", "set", worker_side, "up")
-        ip(*inside, "link", "set", "lo", "up")
-        tc = ["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", worker_side, "root"]
-        netem = subprocess.run([*tc, "netem", "delay", "100ms", "rate", "40mbit"], capture_output=True, text=True, timeout=30)
-        if netem.returncode != 0:
-            warnings.warn(f"tc netem is unavailable here ({netem.stderr.strip()}); the link is capped by tbf without added delay",
-                          stacklevel=1)
-            subprocess.run([*tc, "tbf", "rate", "40mbit", "burst", "64kb", "latency", "500ms"],
-                           capture_output=True, text=True, timeout=30, check=True)
-        yield namespace, worker_address
-    finally:
-        ip("link", "del", host_side, check=False)
-        ip("netns", "del", namespace, check=False)
+        with capped_link(os.getpid() % 200 + 20, "40mbit", delay_ms=100) as link:
+            yield link
+    except LinkUnavailable as reason:
+        pytest.skip(str(reason))
 
 
 def test_worker_behind_a_slow_link_delivers_large_images(cluster: Cluster, slow_link: tuple[str, str]) -> None:
