@@ -66,13 +66,12 @@ class DistributedApp:
         self.events = Events(server.send_sync)
         self.clients = ClientPool()
         self.health = HealthMonitor(self.registry, self.clients, self.events)
-        runner = ShareRunner(self.registry, paths.input_dir)
-        self._runner = runner
+        self._runner = ShareRunner(self.registry, paths.input_dir)
         self.dispatcher = Dispatcher(
-            self.registry, self.health, self.clients, self.events, runner, master_prompt_ended=self._master_prompt_ended
+            self.registry, self.health, self.clients, self.events, self._runner, master_prompt_ended=self._master_prompt_ended
         )
         self.remote_queue = RemoteQueue(
-            self.registry, self.health, self.clients, runner, self._master_queue, self._master_prompt_ended
+            self.registry, self.health, self.clients, self._runner, self._master_queue, self._master_prompt_ended
         )
         self.processes = LocalWorkerManager(
             paths.layout,

@@ -296,6 +296,11 @@ def register(routes: web.RouteTableDef, app: DistributedApp, policy: AccessPolic
             fields = keep_masked_secrets(saved, fields)
         return web.json_response(await app.test_connection(_worker("unsaved", fields)))
 
+    @routes.get("/distributed/speeds")
+    @reader
+    async def speeds(request: web.Request) -> web.Response:
+        return web.json_response(app.dispatcher.speeds.snapshot())
+
     @routes.get("/distributed/jobs")
     @reader
     async def list_jobs(request: web.Request) -> web.Response:

@@ -43,6 +43,16 @@ def test_slow_participant_ends_up_with_fewer_shares(cluster: Cluster, slow_worke
     assert counts["a"] > counts["slow"] >= 1
 
 
+def test_measured_speeds_are_shown_relative_to_the_fastest(cluster: Cluster, slow_worker: ComfyInstance) -> None:
+    cluster.use_workers("slow", "a", participate=False)
+    cluster.run(_shares_prompt(seed=30, shares=4, sleep=0.4))
+
+    workers = {w["id"]: w for w in cluster.master.get("/distributed/workers")[1]["workers"]}
+    assert workers["a"]["relative_speed"] == 1.0 and workers["slow"]["relative_speed"] < 0.5
+    speeds = cluster.master.get("/distributed/speeds")[1]
+    assert any(set(per_workflow) >= {"a", "slow"} for per_workflow in speeds.values())
+
+
 def test_share_order_and_seeds_do_not_depend_on_who_renders(cluster: Cluster, slow_worker: ComfyInstance) -> None:
     cluster.use_workers("slow", "a")
     first = cluster.run(_shares_prompt(seed=500, shares=5, sleep=0.2))
