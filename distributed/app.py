@@ -81,7 +81,7 @@ class DistributedApp:
         )
         self._process_states: dict[str, WorkerStatus] = {}
         self._checks: set[asyncio.Future] = set()
-        self.health.set_override(self._process_states.get)
+        self.health.set_override(self._process_status)
         self.registry.subscribe(lambda config: self.events.registry_changed(self.snapshot()))
 
     def install(self) -> None:
@@ -139,6 +139,11 @@ class DistributedApp:
 
         self.registry.update(seed)
         logger.info("First launch: added %d local worker(s), one per spare GPU", len(workers))
+
+    def _process_status(self, worker_id: str) -> WorkerStatus | None:
+        """The process manager's word on a worker, while it is a local worker in the registry."""
+        worker = self.registry.snapshot().worker(worker_id)
+        return self._process_states.get(worker_id) if worker is not None and worker.type == "local" else None
 
     def _on_process_state(self, worker_id: str, state: WorkerState, error: str | None) -> None:
         """The process manager's view of a local worker; health checks take over once it answers."""

@@ -52,6 +52,8 @@ class HealthMonitor:
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._checks: dict[str, asyncio.Task[WorkerStatus]] = {}
+        self._checked_as: dict[str, WorkerConfig] = {}
+        """The configuration each worker was last polled with; a change starts its checks afresh."""
         self._changed = asyncio.Event()
         self._override: StatusOverride = lambda worker_id: None
 
@@ -127,9 +129,10 @@ class HealthMonitor:
                 devices=devices,
             )
             interval = self._interval()
-        if self._is_enabled(worker.id):
+        current = self._registry.snapshot().worker(worker.id)
+        if current == worker and current.enabled:  # not an answer from an address since changed
             self.set_status(worker.id, status)
-        self._due[worker.id] = time.monotonic() + interval
+            self._due[worker.id] = time.monotonic() + interval
         return status
 
     async def run(self) -> None:
@@ -140,9 +143,13 @@ class HealthMonitor:
             for worker_id in set(self._statuses) - known:
                 self._statuses.pop(worker_id, None)
                 self._due.pop(worker_id, None)
+                self._checked_as.pop(worker_id, None)
                 await self._clients.forget(worker_id)
             now = time.monotonic()
             for worker in config.workers:
+                if self._checked_as.get(worker.id, worker) != worker:
+                    self._forget_history(worker.id)  # its address or settings changed: check it afresh, now
+                self._checked_as[worker.id] = worker
                 if not worker.enabled:
                     self._due.pop(worker.id, None)
                     self.set_status(worker.id, WorkerStatus(WorkerState.DISABLED))
@@ -154,6 +161,15 @@ class HealthMonitor:
                     self._checks[worker.id] = asyncio.ensure_future(self._probe(worker))
             await asyncio.sleep(TICK_SECONDS)
 
+    def _forget_history(self, worker_id: str) -> None:
+        self._due.pop(worker_id, None)
+        self._failures.pop(worker_id, None)
+        stale = self._checks.pop(worker_id, None)
+        if stale is not None:
+            stale.cancel()
+        if self._statuses.get(worker_id, WorkerStatus(WorkerState.UNKNOWN)).state != WorkerState.DISABLED:
+            self.set_status(worker_id, WorkerStatus(WorkerState.UNKNOWN))
+
     async def stop(self) -> None:
         checks = [task for task in self._checks.values() if not task.done()]
         for task in checks:
@@ -162,7 +178,3 @@ class HealthMonitor:
 
     def _interval(self) -> float:
         return self._registry.snapshot().settings.health_interval
-
-    def _is_enabled(self, worker_id: str) -> bool:
-        worker = self._registry.snapshot().worker(worker_id)
-        return worker is not None and worker.enabled

@@ -93,5 +93,8 @@ def test_launching_a_remote_worker_is_refused(cluster: Cluster) -> None:
 
 def test_remote_worker_log_comes_from_its_own_comfyui(cluster: Cluster) -> None:
     cluster.use_workers("a")
-    status, body = cluster.master.get("/distributed/workers/a/log?lines=400")
-    assert status == 200 and any("To see the GUI go to" in line for line in body["lines"])
+    worker = cluster.workers["a"]
+    worker.wait_history(worker.queue_prompt({"1": {"class_type": "DistTestSeedStamp", "inputs": {
+        "seed": 424242, "width": 8, "height": 8, "batch_size": 1}}, "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}))
+    status, body = cluster.master.get("/distributed/workers/a/log?lines=20")
+    assert status == 200 and any("Prompt executed in" in line for line in body["lines"])
