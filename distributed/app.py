@@ -155,7 +155,7 @@ class DistributedApp:
         self.events.worker_status(worker_id, self.health.status(worker_id))
         worker = self.registry.snapshot().worker(worker_id)
         if worker is not None and worker.enabled:
-            check = asyncio.ensure_future(self.health.check(worker))  # now, not at the next backed-off poll
+            check = asyncio.ensure_future(self.health.recheck(worker))  # now, not at the next backed-off poll
             self._checks.add(check)
             check.add_done_callback(self._checks.discard)
 

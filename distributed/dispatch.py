@@ -273,7 +273,9 @@ class Dispatcher:
         running: dict[asyncio.Task, tuple[Share, WorkerConfig]] = {}
         stuck_since: float | None = None
         try:
-            while not job.queue.is_finished() or self._reject_mismatched(job):
+            while True:
+                if job.queue.is_finished() and not self._reject_mismatched(job):
+                    break  # every share in, and each of the right size
                 candidates = {worker.id: worker for worker in self._candidates(job)}
                 now = time.monotonic()
                 for share, worker_id in assignments_now(job.queue.pending(), self._participants(job, list(candidates.values()), now), now):

@@ -161,6 +161,14 @@ class HealthMonitor:
                     self._checks[worker.id] = asyncio.ensure_future(self._probe(worker))
             await asyncio.sleep(TICK_SECONDS)
 
+    async def recheck(self, worker: WorkerConfig) -> WorkerStatus:
+        """Checks a worker afresh: no backoff from failures before now, no probe already under way.
+
+        For a local worker that just came up: its checks failed while it was launching.
+        """
+        self._forget_history(worker.id)
+        return await self.check(worker)
+
     def _forget_history(self, worker_id: str) -> None:
         self._due.pop(worker_id, None)
         self._failures.pop(worker_id, None)

@@ -157,6 +157,17 @@ def open_panel(page: Page) -> Any:
     return panel
 
 
+def open_cloud_worker_form(page: Page, name: str, url: str) -> tuple[Any, Any]:
+    """The panel and its add-worker form, filled in for a cloud worker."""
+    panel = open_panel(page)
+    panel.get_by_role("button", name="Add worker", exact=True).first.click()
+    form = panel.get_by_role("form", name="Add a worker")
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_label("Type").select_option("cloud")
+    form.get_by_label("URL").fill(url)
+    return panel, form
+
+
 def worker_card(panel: Any, name: str) -> Any:
     return panel.get_by_role("article", name=f"Worker {name}", exact=True)
 
@@ -294,12 +305,7 @@ def test_removing_a_saved_token_deletes_it_from_workers_json(page: Page, registr
 
 
 def test_a_cloud_worker_added_with_a_token_and_a_header_stores_both(page: Page, registry: ComfyInstance) -> None:
-    panel = open_panel(page)
-    panel.get_by_role("button", name="Add worker", exact=True).first.click()
-    form = panel.get_by_role("form", name="Add a worker")
-    form.get_by_label("Name", exact=True).fill("Tunnel")
-    form.get_by_label("Type").select_option("cloud")
-    form.get_by_label("URL").fill("https://tunnel.example.invalid")
+    panel, form = open_cloud_worker_form(page, "Tunnel", "https://tunnel.example.invalid")
     form.get_by_label("Access token").fill(SECRET_TOKEN)
     form.get_by_role("button", name="Add header").click()
     form.get_by_label("Header name").fill("CF-Access-Client-Id")
@@ -313,12 +319,7 @@ def test_a_cloud_worker_added_with_a_token_and_a_header_stores_both(page: Page, 
 
 
 def test_a_bad_header_name_is_reported_beside_the_headers(page: Page, registry: ComfyInstance) -> None:
-    panel = open_panel(page)
-    panel.get_by_role("button", name="Add worker", exact=True).first.click()
-    form = panel.get_by_role("form", name="Add a worker")
-    form.get_by_label("Name", exact=True).fill("Tunnel")
-    form.get_by_label("Type").select_option("cloud")
-    form.get_by_label("URL").fill("https://tunnel.example.invalid")
+    _, form = open_cloud_worker_form(page, "Tunnel", "https://tunnel.example.invalid")
     form.get_by_role("button", name="Add header").click()
     form.get_by_label("Header name").fill("Not a header")
     form.get_by_label("Header value").fill("x")
