@@ -149,15 +149,15 @@ class DistributedApp:
         """The process manager's view of a local worker; health checks take over once it answers."""
         if state in PROCESS_STATES_SHOWN:
             self._process_states[worker_id] = WorkerStatus(state, error=error)
-            self.events.worker_status(worker_id, self.health.status(worker_id))
+            self.health.publish(worker_id)
             return
         self._process_states.pop(worker_id, None)
-        self.events.worker_status(worker_id, self.health.status(worker_id))
         worker = self.registry.snapshot().worker(worker_id)
         if worker is not None and worker.enabled:
-            check = asyncio.ensure_future(self.health.recheck(worker))  # now, not at the next backed-off poll
+            check = self.health.recheck(worker)  # now, not at the next backed-off poll
             self._checks.add(check)
             check.add_done_callback(self._checks.discard)
+        self.health.publish(worker_id)  # the override is gone: what shows now is the health monitor's
 
     async def _watch_registry(self) -> None:
         """Notices hand edits of workers.json within a second, even when nothing reads it."""

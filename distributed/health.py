@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from .client import ClientPool
 from .errors import WorkerUnavailable
@@ -56,16 +57,27 @@ class HealthMonitor:
         """The configuration each worker was last polled with; a change starts its checks afresh."""
         self._changed = asyncio.Event()
         self._override: StatusOverride = lambda worker_id: None
+        self._revisions: dict[str, int] = {}
+        self._last_revision = 0
 
     def set_override(self, override: StatusOverride) -> None:
         """Lets the local process manager speak for its workers while they launch or have failed."""
         self._override = override
 
     def status(self, worker_id: str) -> WorkerStatus:
-        override = self._override(worker_id)
-        if override is not None:
-            return override
-        return self._statuses.get(worker_id, WorkerStatus(WorkerState.UNKNOWN))
+        """What is shown for the worker: the override, else the last health check, with its revision."""
+        shown = self._override(worker_id) or self._statuses.get(worker_id, WorkerStatus(WorkerState.UNKNOWN))
+        return replace(shown, revision=self._revisions.get(worker_id, 0))
+
+    def publish(self, worker_id: str) -> None:
+        """Pushes the worker's shown status under a new revision: after any change a user sees,
+        the health monitor's own or the override's."""
+        # The wall clock in microseconds (or one more than the last, if that is not yet past): a
+        # restarted master numbers above its predecessor, so a panel that outlived it takes its statuses.
+        self._last_revision = max(self._last_revision + 1, time.time_ns() // 1000)
+        self._revisions[worker_id] = self._last_revision
+        self._events.worker_status(worker_id, self.status(worker_id))
+        self._changed.set()
 
     def set_status(self, worker_id: str, status: WorkerStatus) -> None:
         """The single setter: records, and logs/publishes only when something a user sees changed."""
@@ -78,8 +90,7 @@ class HealthMonitor:
                 logger.info("Worker %s is %s: %s", worker_id, status.state.value, status.error)
             else:
                 logger.info("Worker %s is %s", worker_id, status.state.value)
-        self._events.worker_status(worker_id, self.status(worker_id))
-        self._changed.set()
+        self.publish(worker_id)
 
     async def wait_for_change(self, timeout: float) -> None:
         """Returns after the next status change, or after `timeout` seconds."""
@@ -161,13 +172,15 @@ class HealthMonitor:
                     self._checks[worker.id] = asyncio.ensure_future(self._probe(worker))
             await asyncio.sleep(TICK_SECONDS)
 
-    async def recheck(self, worker: WorkerConfig) -> WorkerStatus:
+    def recheck(self, worker: WorkerConfig) -> asyncio.Future[WorkerStatus]:
         """Checks a worker afresh: no backoff from failures before now, no probe already under way.
 
-        For a local worker that just came up: its checks failed while it was launching.
+        For a local worker whose process just came up or was stopped: what its checks said before
+        no longer holds. The worker shows as unknown from this call on (not from when the probe
+        starts), so an answer rendered right after it never repeats the outdated status.
         """
         self._forget_history(worker.id)
-        return await self.check(worker)
+        return asyncio.ensure_future(self.check(worker))
 
     def _forget_history(self, worker_id: str) -> None:
         self._due.pop(worker_id, None)

@@ -311,6 +311,10 @@ class WorkerStatus:
     """Time of the last light request (GET /prompt), network and server together."""
     devices: tuple[dict[str, Any], ...] = ()
     """Every device the worker reports: name, type, vram_total, vram_free."""
+    revision: int = 0
+    """Orders the statuses shown for one worker (higher is newer), set by the health monitor when it
+    publishes. A push and an HTTP answer travel on different connections and may arrive in either
+    order; the panel keeps the higher revision, so a stale answer never hides a newer push."""
 
     def as_json(self) -> dict:
         return {
@@ -325,6 +329,7 @@ class WorkerStatus:
             "os": self.os,
             "round_trip_ms": self.round_trip_ms,
             "devices": [dict(device) for device in self.devices],
+            "revision": self.revision,
         }
 
 

@@ -130,16 +130,13 @@ export class DistributedStore extends EventTarget {
   }
 
   /**
-   * The worker with the newer of its own status and the last one pushed for it. Statuses are only
-   * pushed on change, so an answer computed before a push but read after it would otherwise stick.
+   * The worker with the newer of its own status and the last one pushed for it. A push and an HTTP
+   * answer travel on different connections, so either may arrive first; the server numbers every
+   * status it shows (`revision`), and the higher number wins.
    */
   withNewestStatus(worker) {
     const pushed = this.pushedStatus.get(worker.id);
-    const own = worker.status;
-    if (!pushed) return worker;
-    const ownNeverChecked = !own || own.state === "unknown";
-    const pushedIsNewer = own?.checked_at != null && pushed.checked_at != null && pushed.checked_at > own.checked_at;
-    return ownNeverChecked || pushedIsNewer ? { ...worker, status: pushed } : worker;
+    return isNewer(pushed, worker.status) ? { ...worker, status: pushed } : worker;
   }
 
   applyWorker(received) {
@@ -152,8 +149,9 @@ export class DistributedStore extends EventTarget {
 
   applyWorkerStatus({ worker_id: workerId, status } = {}) {
     if (!workerId || !status) return;
-    this.pushedStatus.set(workerId, status);
     const current = this.worker(workerId);
+    if (isNewer(this.pushedStatus.get(workerId), status) || isNewer(current?.status, status)) return;
+    this.pushedStatus.set(workerId, status);
     if (!current) return;
     const before = current.status?.state;
     this.applyWorker({ ...current, status });
@@ -293,4 +291,9 @@ export class DistributedStore extends EventTarget {
   emitChange(part) {
     this.dispatchEvent(new CustomEvent("change", { detail: { part } }));
   }
+}
+
+/** True when status `a` is strictly newer than `b` (by the server's revision; a missing one is oldest). */
+function isNewer(a, b) {
+  return Boolean(a) && (!b || (a.revision ?? 0) > (b.revision ?? 0));
 }

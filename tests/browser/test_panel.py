@@ -356,13 +356,22 @@ def test_a_local_worker_is_launched_followed_in_its_log_and_stopped(page: Page, 
     status, body = registry.post("/distributed/workers/no-such-worker/launch")
     if status in (404, 405) and not (isinstance(body, dict) and "error" in body):
         pytest.skip("the master has no POST /distributed/workers/{id}/launch route yet (issue 3)")
-    add_worker(registry, name="Local GPU", type="local", port=free_port(), extra_args="")
+    worker = add_worker(registry, name="Local GPU", type="local", port=free_port(), extra_args="")
     card = worker_card(open_panel(page), "Local GPU")
     card.get_by_role("button", name="Launch").click()
     expect(card.locator(".dgpu-status")).to_have_text("Online · idle", timeout=120_000)
     card.get_by_role("button", name="View log").click()
     log = card.get_by_role("region", name="Local GPU log")
     expect(log.locator("pre")).to_contain_text("Starting server")
+
+    def answer_after_the_offline_push(route: Any) -> None:
+        # The answer to Stop is rendered before the health check that finds the worker gone; holding
+        # it back until that check has been pushed makes the panel see the two in the wrong order.
+        answer = route.fetch()
+        wait_until(lambda: worker_state(registry, worker["id"]) == "offline", 60, message="the stopped worker to be offline")
+        route.fulfill(response=answer)
+
+    page.route("**/distributed/workers/*/stop", answer_after_the_offline_push)
     card.get_by_role("button", name="Stop").click()
     expect(card.locator(".dgpu-status")).to_have_text("Offline", timeout=60_000)
 

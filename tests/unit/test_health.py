@@ -1,0 +1,110 @@
+"""The order of the statuses the health monitor shows: every published status outranks the ones before.
+
+The panel hears a worker's status twice, pushed over the websocket and in HTTP answers, and the two
+may arrive in either order; it keeps the higher `revision`. These tests pin that ordering down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distributed.client import ClientPool
+from distributed.events import Events
+from distributed.health import HealthMonitor
+from distributed.models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus
+from distributed.registry import Registry
+from tests.harness import free_port
+
+
+class _Pushes:
+    """Collects what would go over the websocket."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, event: str, payload: dict[str, Any]) -> None:
+        self.sent.append((event, payload))
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [payload["status"] for _, payload in self.sent]
+
+
+def _monitor(tmp_path: Path) -> tuple[HealthMonitor, WorkerConfig, _Pushes]:
+    """A monitor over one local worker whose port nobody listens on (checks answer "refused")."""
+    worker = WorkerConfig(id="w1", name="Worker 1", type="local", port=free_port())
+    registry = Registry(tmp_path / "workers.json")
+
+    def add(current: RegistryFile) -> RegistryFile:
+        current.workers.append(worker)
+        return current
+
+    registry.update(add)
+    pushes = _Pushes()
+    return HealthMonitor(registry, ClientPool(), Events(pushes)), worker, pushes
+
+
+async def test_each_published_status_outranks_the_one_before(tmp_path: Path) -> None:
+    health, worker, pushes = _monitor(tmp_path)
+
+    health.set_status(worker.id, WorkerStatus(WorkerState.ONLINE))
+    health.set_status(worker.id, WorkerStatus(WorkerState.BUSY, queue_remaining=1))
+    health.set_status(worker.id, WorkerStatus(WorkerState.OFFLINE, error="refused"))
+
+    revisions = [status["revision"] for status in pushes.statuses()]
+    assert revisions == sorted(revisions) and len(set(revisions)) == 3
+    assert health.status(worker.id).revision == revisions[-1]
+
+
+async def test_an_answer_rendered_before_a_change_is_outranked_by_the_push_of_that_change(tmp_path: Path) -> None:
+    health, worker, pushes = _monitor(tmp_path)
+    health.set_status(worker.id, WorkerStatus(WorkerState.ONLINE))
+    answer = health.status(worker.id).as_json()
+
+    health.set_status(worker.id, WorkerStatus(WorkerState.OFFLINE, error="stopped"))
+
+    pushed = pushes.statuses()[-1]
+    assert pushed["state"] == "offline" and pushed["revision"] > answer["revision"]
+
+
+async def test_a_recheck_shows_the_worker_as_unknown_at_once_then_as_its_probe_finds_it(tmp_path: Path) -> None:
+    health, worker, pushes = _monitor(tmp_path)
+    health.set_status(worker.id, WorkerStatus(WorkerState.ONLINE))
+    before = health.status(worker.id)
+
+    check = health.recheck(worker)
+    at_once = health.status(worker.id)
+    found = await check
+
+    assert at_once.state == WorkerState.UNKNOWN and at_once.revision > before.revision
+    assert found.state == WorkerState.OFFLINE
+    assert pushes.statuses()[-1]["state"] == "offline"
+    assert health.status(worker.id).revision > at_once.revision
+    await health.stop()
+
+
+async def test_an_override_change_is_published_under_a_new_revision(tmp_path: Path) -> None:
+    health, worker, pushes = _monitor(tmp_path)
+    override: dict[str, WorkerStatus] = {}
+    health.set_override(override.get)
+    health.set_status(worker.id, WorkerStatus(WorkerState.OFFLINE))
+    before = health.status(worker.id)
+
+    override[worker.id] = WorkerStatus(WorkerState.LAUNCHING)
+    health.publish(worker.id)
+
+    shown = health.status(worker.id)
+    assert shown.state == WorkerState.LAUNCHING and shown.revision > before.revision
+    assert pushes.statuses()[-1] == shown.as_json()
+
+
+async def test_a_restarted_master_numbers_its_statuses_above_its_predecessors(tmp_path: Path) -> None:
+    first, worker, _ = _monitor(tmp_path / "first")
+    for _ in range(1000):
+        first.publish(worker.id)
+    last_of_first = first.status(worker.id).revision
+
+    second, _, _ = _monitor(tmp_path / "second")
+    second.publish(worker.id)
+
+    assert second.status(worker.id).revision > last_of_first
