@@ -27,6 +27,7 @@ from .events import Events
 from .gpus import discover_gpus, first_launch_workers
 from .health import HealthMonitor
 from .models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus, public_view
+from .orphans import OrphanSweeper, ShareOwner
 from .planner import COLLECTOR_CLASS, JOB_INPUT, has_collector, slice_latents
 from .processes import LocalWorkerManager, MasterLayout
 from .registry import Registry
@@ -66,7 +67,10 @@ class DistributedApp:
         self.events = Events(server.send_sync)
         self.clients = ClientPool()
         self.health = HealthMonitor(self.registry, self.clients, self.events)
-        self._runner = ShareRunner(self.registry, paths.input_dir)
+        state_dir = Path(os.environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu")
+        owner = ShareOwner.load(state_dir)
+        self._orphans = OrphanSweeper(owner, self.registry, self.health, self.clients)
+        self._runner = ShareRunner(self.registry, owner, paths.input_dir)
         self.dispatcher = Dispatcher(
             self.registry, self.health, self.clients, self.events, self._runner, master_prompt_ended=self._master_prompt_ended
         )
@@ -75,7 +79,7 @@ class DistributedApp:
         )
         self.processes = LocalWorkerManager(
             paths.layout,
-            Path(os.environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu"),
+            state_dir,
             on_state=self._on_process_state,
             stop_on_exit=lambda: self.registry.snapshot().settings.stop_workers_on_exit,
         )
@@ -98,7 +102,7 @@ class DistributedApp:
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
         await self._start_local_workers()
         tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self._watch_registry()),
-                 asyncio.ensure_future(self.remote_queue.serve())]
+                 asyncio.ensure_future(self.remote_queue.serve()), asyncio.ensure_future(self._orphans.run())]
         yield
         for task in tasks:
             task.cancel()

@@ -61,6 +61,15 @@ def _timeout(read: float = READ_TIMEOUT) -> aiohttp.ClientTimeout:
 
 
 @dataclass(frozen=True)
+class QueueItem:
+    """One prompt in a worker's queue."""
+
+    prompt_id: str
+    client_id: str | None
+    """Who queued it: the client id sent with the prompt, if any."""
+
+
+@dataclass(frozen=True)
 class ResultTransfer:
     """One result pulled from a worker's results route, with what it cost on the wire."""
 
@@ -132,17 +141,24 @@ class WorkerClient:
         except (KeyError, TypeError, ValueError):
             raise WorkerOffline(self.name, "GET /prompt does not look like ComfyUI") from None
 
-    async def queued_prompt_ids(self, read_timeout: float = READ_TIMEOUT) -> set[str]:
-        """Ids of the prompts running or waiting on the worker (its GET /queue)."""
+    async def queue_items(self, read_timeout: float = READ_TIMEOUT) -> list[QueueItem]:
+        """The prompts running or waiting on the worker (its GET /queue), with who queued them."""
         info = await self.get_json("/queue", read_timeout)
         if not isinstance(info, dict):
             raise BadResult(self.name, "GET /queue is not a JSON object")
-        ids = set()
+        items = []
         for key in ("queue_running", "queue_pending"):
-            for item in info.get(key) or []:
-                if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str):
-                    ids.add(item[1])
-        return ids
+            # Each entry is ComfyUI's (number, prompt_id, prompt, extra_data, outputs_to_execute).
+            for entry in info.get(key) or []:
+                if isinstance(entry, list) and len(entry) > 1 and isinstance(entry[1], str):
+                    extra = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
+                    client_id = extra.get("client_id")
+                    items.append(QueueItem(entry[1], client_id if isinstance(client_id, str) else None))
+        return items
+
+    async def queued_prompt_ids(self, read_timeout: float = READ_TIMEOUT) -> set[str]:
+        """Ids of the prompts running or waiting on the worker."""
+        return {item.prompt_id for item in await self.queue_items(read_timeout)}
 
     async def object_info(self) -> dict[str, Any]:
         """Every node class the worker has, with its inputs and, for choice inputs, the choices."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from .client import EventStream, WorkerClient, describe_execution_error
 from .errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
 from .graph import Prompt
 from .media import MediaUploader
+from .orphans import ShareOwner
 from .registry import Registry
 from .scheduler import Share
 
@@ -87,11 +87,14 @@ class ObjectInfoCache:
 class ShareRunner:
     """Runs shares on stock workers; holds per-worker caches and the background cancellations it sends.
 
-    `input_dir` is the master's input folder; without it, input files are left to the worker's own.
+    `owner` names this master and its run in every share's client id, so that a restarted master
+    can find the shares it left behind (`orphans`). `input_dir` is the master's input folder; without
+    it, input files are left to the worker's own.
     """
 
-    def __init__(self, registry: Registry, input_dir: Path | None = None) -> None:
+    def __init__(self, registry: Registry, owner: ShareOwner, input_dir: Path | None = None) -> None:
         self._registry = registry
+        self._owner = owner
         self._object_info = ObjectInfoCache()
         self._media = MediaUploader(input_dir)
         self._cleanups: set[asyncio.Task] = set()
@@ -118,7 +121,7 @@ class ShareRunner:
             dtype = max((precisions.get(node_id, fast_path.DEFAULT_PRECISION) for node_id in collector_ids),
                         key=fast_path.PRECISIONS.index)
             prompt = fast_path.sink_prompt(prompt, collector_ids, precisions, self.links.choose(client.worker.id, dtype))
-        client_id = f"distributed-{share.index}-{uuid.uuid4().hex[:12]}"
+        client_id = self._owner.client_id(share.index)
         heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
         prompt_id: str | None = None
         try:

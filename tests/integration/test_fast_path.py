@@ -20,6 +20,7 @@ import torch
 from distributed.client import ClientPool
 from distributed.fast_path import RESULT_UI_KEY, SINK_CLASS
 from distributed.models import WorkerConfig
+from distributed.orphans import ShareOwner
 from distributed.registry import Registry
 from distributed.scheduler import Share
 from distributed.share_runner import ShareRunner
@@ -57,7 +58,7 @@ def as_png_would_quantise(images: np.ndarray) -> np.ndarray:
 
 
 async def run_share(worker: ComfyInstance, prompt: dict, collector: str, precision: str, tmp_path: Path) -> np.ndarray:
-    runner = ShareRunner(Registry(tmp_path / "workers.json"))
+    runner = ShareRunner(Registry(tmp_path / "workers.json"), ShareOwner("fastpathtest"))
     pool = ClientPool()
     client = pool.client(WorkerConfig(id="fast", name="Worker fast", port=worker.port))
     try:

@@ -24,6 +24,7 @@ from PIL import Image
 
 from distributed.client import ClientPool
 from distributed.models import WorkerConfig
+from distributed.orphans import ShareOwner
 from distributed.registry import Registry
 from distributed.scheduler import Share
 from distributed.share_runner import ShareRunner
@@ -179,7 +180,7 @@ async def test_input_image_is_uploaded_once_across_three_runs(cluster: Cluster, 
     pixels = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(input_dir / "distributed-upload-test.png")
     registry = Registry(tmp_path / "workers.json")
-    runner = ShareRunner(registry, input_dir=input_dir)
+    runner = ShareRunner(registry, ShareOwner("uploadtest"), input_dir=input_dir)
     worker = WorkerConfig(id="b", name="Worker b", port=proxy.port)
     prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "distributed-upload-test.png"}},
               "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
