@@ -1,6 +1,6 @@
-"""The extension's nodes: Distributed Seed and Distributed Collector.
+"""The extension's nodes: Distributed Seed, the Distributed Collectors (images, audio) and the queue's proxy.
 
-Both run on ComfyUI's execution thread. The collector reaches the server loop only through the
+They run on ComfyUI's execution thread. A collector reaches the server loop only through the
 application object bound at start-up (`bind`), and only via `distributed.bridge`.
 """
 
@@ -20,6 +20,7 @@ from .distributed.planner import JOB_INPUT, MAX_SHARES, PRECISION_INPUT, PRECISI
 
 if TYPE_CHECKING:
     from .distributed.app import DistributedApp
+    from .distributed.dispatch import Job
 
 _app: DistributedApp | None = None
 
@@ -95,40 +96,14 @@ class DistributedCollector:
         }
 
     def check_lazy_status(self, images=None, unique_id=None, prompt=None, **settings: Any) -> list[str]:
-        job_id = _job_id(prompt, unique_id)
-        if job_id is None:
-            return ["images"]
-        try:
-            master_renders = _app.start_job(job_id, _interrupted)
-        except Interrupted:
-            raise comfy.model_management.InterruptProcessingException() from None
-        except DistributedError as error:
-            raise RuntimeError(f"Distributed Collector: {error}") from None
-        return ["images"] if master_renders else []
+        return _lazy_inputs("images", "Distributed Collector", unique_id, prompt)
 
     def collect(self, images=None, unique_id=None, prompt=None, **settings: Any) -> tuple[torch.Tensor]:
         job_id = _job_id(prompt, unique_id)
         if job_id is None:
             return (images,)
-        progress = comfy.utils.ProgressBar(1, node_id=unique_id)
-
-        def report() -> None:
-            job = _app.dispatcher.job(job_id)
-            if job is not None and job.queue.shares:
-                done = sum(1 for s in job.queue.shares.values() if s.state.value == "done")
-                progress.update_absolute(done, len(job.queue.shares))
-
-        try:
-            master_shapes = {str(unique_id): tuple(images.shape[1:])} if images is not None else {}
-            job = _app.wait_job(job_id, _interrupted, report, master_shapes)
-            parts = collect.ordered_parts(
-                str(unique_id), job.remote_share_order(), job.results,
-                {index: share.participant for index, share in job.queue.shares.items()},
-            )
-        except Interrupted:
-            raise comfy.model_management.InterruptProcessingException() from None
-        except DistributedError as error:
-            raise RuntimeError(f"Distributed Collector: {error}") from None
+        master_shapes = {str(unique_id): tuple(images.shape[1:])} if images is not None else {}
+        job, parts = _remote_parts(job_id, str(unique_id), master_shapes, "Distributed Collector")
         labelled = ([("share 0 (master)", images)] if job.master_renders and images is not None else []) + [
             (label, torch.from_numpy(batch)) for label, batch in parts
         ]
@@ -142,6 +117,95 @@ class DistributedCollector:
         batch = torch.cat([part.to(device=reference.device, dtype=reference.dtype) for _, part in labelled], dim=0)
         _app.release_job(job_id, str(unique_id))
         return (batch,)
+
+
+class DistributedAudioCollector:
+    """Joins the master's audio with every worker's into one AUDIO batch, in a fixed order.
+
+    Audio comes back only from workers that run this extension too (its result sink carries the
+    waveform); a stock worker is skipped for audio shares, with the reason in the job's attempts.
+    """
+
+    DESCRIPTION = (
+        "Runs the graph above it on every enabled worker that has ComfyUI Distributed GPU too and collects all audio "
+        "into one batch: the master's first, then each share in order; shorter clips are padded with silence."
+    )
+    RETURN_TYPES = ("AUDIO",)
+    FUNCTION = "collect"
+    CATEGORY = "distributed"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"audio": ("AUDIO", {"lazy": True})},
+            "optional": {
+                SHARES_INPUT: ("INT", {
+                    "default": 0, "min": 0, "max": MAX_SHARES,
+                    "tooltip": "How many shares to render in all; 0 = one per participant. Shares go to whichever GPU frees up first.",
+                }),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
+        }
+
+    def check_lazy_status(self, audio=None, unique_id=None, prompt=None, **settings: Any) -> list[str]:
+        return _lazy_inputs("audio", "Distributed Audio Collector", unique_id, prompt)
+
+    def collect(self, audio=None, unique_id=None, prompt=None, **settings: Any) -> tuple[dict[str, Any]]:
+        job_id = _job_id(prompt, unique_id)
+        if job_id is None:
+            return (audio,)
+        job, parts = _remote_parts(job_id, str(unique_id), {}, "Distributed Audio Collector")
+        clips = list(parts)
+        if job.master_renders and audio is not None:
+            own = collect.AudioClip(audio["waveform"].detach().float().cpu().numpy(), int(audio["sample_rate"]))
+            clips.insert(0, ("share 0 (master)", own))
+        try:
+            joined = collect.join_audio(clips)
+        except DistributedError as error:
+            raise RuntimeError(f"Distributed Audio Collector: {error}") from None
+        _app.release_job(job_id, str(unique_id))
+        return ({"waveform": torch.from_numpy(joined.waveform), "sample_rate": joined.sample_rate},)
+
+
+def _lazy_inputs(input_name: str, title: str, unique_id: str | None, prompt: dict[str, Any] | None) -> list[str]:
+    """Starts the job's remote shares before the master renders its own; the input is needed only
+    when the master takes part."""
+    job_id = _job_id(prompt, unique_id)
+    if job_id is None:
+        return [input_name]
+    try:
+        master_renders = _app.start_job(job_id, _interrupted)
+    except Interrupted:
+        raise comfy.model_management.InterruptProcessingException() from None
+    except DistributedError as error:
+        raise RuntimeError(f"{title}: {error}") from None
+    return [input_name] if master_renders else []
+
+
+def _remote_parts(
+    job_id: str, collector_id: str, master_shapes: dict[str, tuple[int, ...]], title: str,
+) -> tuple[Job, list[tuple[str, Any]]]:
+    """Waits for every remote share of the job (showing progress on the node); returns the job and
+    this collector's (label, result) per remote share, in share order."""
+    progress = comfy.utils.ProgressBar(1, node_id=collector_id)
+
+    def report() -> None:
+        job = _app.dispatcher.job(job_id)
+        if job is not None and job.queue.shares:
+            done = sum(1 for s in job.queue.shares.values() if s.state.value == "done")
+            progress.update_absolute(done, len(job.queue.shares))
+
+    try:
+        job = _app.wait_job(job_id, _interrupted, report, master_shapes)
+        parts = collect.ordered_parts(
+            collector_id, job.remote_share_order(), job.results,
+            {index: share.participant for index, share in job.queue.shares.items()},
+        )
+    except Interrupted:
+        raise comfy.model_management.InterruptProcessingException() from None
+    except DistributedError as error:
+        raise RuntimeError(f"{title}: {error}") from None
+    return job, parts
 
 
 class DistributedQueuedPrompt:
@@ -195,10 +259,12 @@ class DistributedQueuedPrompt:
 NODE_CLASS_MAPPINGS = {
     "DistributedSeed": DistributedSeed,
     "DistributedCollector": DistributedCollector,
+    "DistributedAudioCollector": DistributedAudioCollector,
     "DistributedQueuedPrompt": DistributedQueuedPrompt,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedSeed": "Distributed Seed",
     "DistributedCollector": "Distributed Collector",
+    "DistributedAudioCollector": "Distributed Audio Collector",
     "DistributedQueuedPrompt": "Distributed Queued Prompt",
 }

@@ -28,7 +28,7 @@ from .gpus import discover_gpus, first_launch_workers
 from .health import HealthMonitor
 from .models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus, public_view
 from .orphans import OrphanSweeper, ShareOwner
-from .planner import COLLECTOR_CLASS, JOB_INPUT, has_collector, slice_latents
+from .planner import JOB_INPUT, has_collector, is_collector, slice_latents
 from .processes import LocalWorkerManager, MasterLayout
 from .registry import Registry
 from .remote_queue import QueuedRun, RemoteQueue, image_outputs
@@ -186,7 +186,7 @@ class DistributedApp:
         prompt_id = str(json_data.setdefault("prompt_id", str(uuid.uuid4())))
         job = self.dispatcher.register(prompt, prompt_id)
         for node in prompt.values():
-            if isinstance(node, dict) and node.get("class_type") == COLLECTOR_CLASS and isinstance(node.get("inputs"), dict):
+            if is_collector(node) and isinstance(node.get("inputs"), dict):
                 node["inputs"][JOB_INPUT] = job.job_id
         if job.plan is not None and job.master_batch is not None:
             slice_latents(prompt, job.plan.latent_nodes, job.master_batch)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .client import ClientPool
+from .collect import AudioClip
 from .errors import JobFailed, PlanError, WorkerLost, WorkerUnavailable
 from .events import Events
 from .health import HealthMonitor
@@ -65,7 +66,7 @@ class Job:
     remote_batches: list[BatchSlice] = field(default_factory=list)
     """Split mode: the slices for workers, in share order."""
     queue: ShareQueue = field(default_factory=lambda: ShareQueue([]))
-    results: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    results: dict[int, dict[str, np.ndarray | AudioClip]] = field(default_factory=dict)
     expected_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Collector node id -> image size [H, W, C] of the master's own share: what every share must match."""
     created_at: float = field(default_factory=time.time)
@@ -351,6 +352,8 @@ class Dispatcher:
         on the master, from what most shares delivered (two at least); True if any was given back."""
         rejected = False
         for collector_id in job.plan.collector_ids if job.plan else ():
+            if collector_id in job.plan.audio_collectors:
+                continue  # clips of different lengths are joined by padding: no size to agree on
             sizes = {index: tuple(outputs[collector_id].shape[1:]) for index, outputs in job.results.items() if collector_id in outputs}
             expected = job.expected_shapes.get(collector_id) or _majority(list(sizes.values()))
             for index, size in sizes.items():

@@ -23,6 +23,7 @@ from PIL import Image
 
 from . import fast_path, wire
 from .client import WorkerClient
+from .collect import AudioClip
 from .errors import BadResult
 from .models import ImageRef
 
@@ -190,14 +191,23 @@ async def fetch_stored(client: WorkerClient, prompt_id: str, output: StoredOutpu
 
 
 async def fetch_results(
-    client: WorkerClient, prompt_id: str, entry: dict, collector_ids: tuple[str, ...], links: LinkMonitor
-) -> dict[str, np.ndarray]:
-    """Every collector's image batch from a share that ended in sink nodes."""
-    batches = {}
+    client: WorkerClient, prompt_id: str, entry: dict, collector_ids: tuple[str, ...], links: LinkMonitor,
+    audio_ids: tuple[str, ...] = (),
+) -> dict[str, np.ndarray | AudioClip]:
+    """Every collector's result from a share that ended in sink nodes: an image batch, or for the
+    collectors in `audio_ids` an audio clip."""
+    results: dict[str, np.ndarray | AudioClip] = {}
     for node_id in collector_ids:
-        images = [output for output in stored_outputs(entry, node_id, client.name) if output.kind == "images"]
-        if len(images) != 1:
-            raise BadResult(client.name, f"stored {len(images)} image batches for collector node {node_id}, expected 1")
-        array = await fetch_stored(client, prompt_id, images[0], links)
-        batches[node_id] = await asyncio.to_thread(as_images, array)
-    return batches
+        kind = "audio" if node_id in audio_ids else "images"
+        outputs = [output for output in stored_outputs(entry, node_id, client.name) if output.kind == kind]
+        if len(outputs) != 1:
+            raise BadResult(client.name, f"stored {len(outputs)} {kind} outputs for collector node {node_id}, expected 1")
+        array = await fetch_stored(client, prompt_id, outputs[0], links)
+        if kind == "images":
+            results[node_id] = await asyncio.to_thread(as_images, array)
+        elif outputs[0].sample_rate is None or array.ndim != 3:
+            raise BadResult(client.name, f"sent audio for collector node {node_id} without a sample rate "
+                                         "or not shaped [batch, channels, samples]")
+        else:
+            results[node_id] = AudioClip(array.astype(np.float32, copy=False), outputs[0].sample_rate)
+    return results

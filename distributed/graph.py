@@ -33,7 +33,7 @@ def links(node: dict[str, Any]) -> Iterator[tuple[str, str, int]]:
 
 def nodes_of_class(prompt: Prompt, class_type: str) -> list[str]:
     """Ids of the nodes of one class, in a stable order."""
-    return sorted((node_id for node_id, node in prompt.items() if node.get("class_type") == class_type), key=_id_order)
+    return sorted((node_id for node_id, node in prompt.items() if node.get("class_type") == class_type), key=id_order)
 
 
 def ancestors(prompt: Prompt, node_ids: Iterable[str]) -> set[str]:
@@ -51,7 +51,7 @@ def ancestors(prompt: Prompt, node_ids: Iterable[str]) -> set[str]:
 
 def subgraph(prompt: Prompt, node_ids: Iterable[str]) -> Prompt:
     """A deep copy of the chosen nodes, so rewriting it never touches the user's prompt."""
-    return {node_id: copy.deepcopy(prompt[node_id]) for node_id in sorted(node_ids, key=_id_order)}
+    return {node_id: copy.deepcopy(prompt[node_id]) for node_id in sorted(node_ids, key=id_order)}
 
 
 def replace_output_with_literal(prompt: Prompt, source_id: str, output_index: int, literal: Any) -> None:
@@ -63,7 +63,7 @@ def replace_output_with_literal(prompt: Prompt, source_id: str, output_index: in
                 inputs[name] = literal
 
 
-def _id_order(node_id: str) -> tuple[int, int | str]:
+def id_order(node_id: str) -> tuple[int, int | str]:
     return (0, int(node_id)) if node_id.isdigit() else (1, node_id)
 
 

@@ -4,7 +4,9 @@ A share is one unit of work: the part of the graph upstream of the collectors, r
 seeds. Share 0 is the master's own when it participates; every other share runs on a stock worker
 ComfyUI, so its prompt must hold only stock nodes: `DistributedSeed` nodes are replaced by the share's
 seed as a literal, and each collector by a stock output node that keeps the collector's node id, so
-the worker's history names results by the collector they belong to.
+the worker's history names results by the collector they belong to. An audio collector becomes a
+PreviewAudio that only stands in the template: audio comes back through this extension's result
+sink alone, so stock workers get no audio share (`share_runner`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from .errors import PlanError
 from .graph import Prompt
 
 COLLECTOR_CLASS = "DistributedCollector"
+AUDIO_COLLECTOR_CLASS = "DistributedAudioCollector"
+COLLECTOR_INPUTS = {COLLECTOR_CLASS: "images", AUDIO_COLLECTOR_CLASS: "audio"}
+"""Each collector class and the input it collects."""
+COLLECTOR_NAMES = {COLLECTOR_CLASS: "Distributed Collector", AUDIO_COLLECTOR_CLASS: "Distributed Audio Collector"}
 SEED_CLASS = "DistributedSeed"
 JOB_INPUT = "distributed_job_id"
 """Input the on-prompt hook adds to each collector: the job that collector gathers for."""
@@ -27,6 +33,10 @@ PRECISION_INPUT = "precision"
 PRECISIONS = ("uint8", "float16", "float32")
 """How images travel from workers that run this extension (fast_path.PRECISIONS is the same)."""
 STOCK_OUTPUT_CLASS = "PreviewImage"
+AUDIO_OUTPUT_CLASS = "PreviewAudio"
+"""Stands for an audio collector in the share template. Audio comes back only through this
+extension's sink (fast_path), which replaces it; a stock worker gets no audio share."""
+AUDIO_PRECISION = "float32"
 SEED_SPACE = 2**64
 MAX_SHARES = 256
 EMPTY_LATENT_CLASSES = ("EmptyLatentImage", "EmptySD3LatentImage")
@@ -69,6 +79,8 @@ class Plan:
     """The single-instance batch size that split mode divides."""
     precisions: dict[str, str] = field(default_factory=dict)
     """Collector node id -> the dtype its images travel in from workers with this extension."""
+    audio_collectors: tuple[str, ...] = ()
+    """The collectors (among collector_ids) that gather audio rather than images."""
 
     @property
     def split(self) -> bool:
@@ -139,32 +151,39 @@ def split_batch(batch_size: int, speeds: list[float]) -> list[BatchSlice | None]
     return slices
 
 
+def is_collector(node: object) -> bool:
+    return isinstance(node, dict) and node.get("class_type") in COLLECTOR_INPUTS
+
+
 def has_collector(prompt: Prompt) -> bool:
-    return any(isinstance(node, dict) and node.get("class_type") == COLLECTOR_CLASS for node in prompt.values())
+    return any(is_collector(node) for node in prompt.values())
 
 
 def plan(prompt: Prompt) -> Plan:
     """Builds the share template; raises PlanError naming the node when the prompt can't be split."""
-    collector_ids = graph.nodes_of_class(prompt, COLLECTOR_CLASS)
+    collector_ids = sorted((node_id for node_id, node in prompt.items() if is_collector(node)), key=graph.id_order)
     if not collector_ids:
         raise PlanError("the prompt holds no Distributed Collector")
-    for collector_id in collector_ids:
-        images = prompt[collector_id].get("inputs", {}).get("images")
-        if not graph.is_link(images):
-            raise PlanError(f"Distributed Collector (node {collector_id}) has nothing connected to 'images'")
-        if str(images[0]) not in prompt:
-            raise PlanError(f"Distributed Collector (node {collector_id}) is fed by node {images[0]}, which is not in the prompt")
+    collected = {node_id: COLLECTOR_INPUTS[prompt[node_id]["class_type"]] for node_id in collector_ids}
+    names = {node_id: COLLECTOR_NAMES[prompt[node_id]["class_type"]] for node_id in collector_ids}
+    for collector_id, input_name in collected.items():
+        source = prompt[collector_id].get("inputs", {}).get(input_name)
+        if not graph.is_link(source):
+            raise PlanError(f"{names[collector_id]} (node {collector_id}) has nothing connected to '{input_name}'")
+        if str(source[0]) not in prompt:
+            raise PlanError(f"{names[collector_id]} (node {collector_id}) is fed by node {source[0]}, which is not in the prompt")
 
     upstream = graph.ancestors(prompt, collector_ids)
-    nested = sorted(set(collector_ids) & upstream)
+    nested = sorted(set(collector_ids) & upstream, key=graph.id_order)
     if nested:
-        raise PlanError(f"Distributed Collector (node {nested[0]}) feeds another collector; use one collector per branch")
+        raise PlanError(f"{names[nested[0]]} (node {nested[0]}) feeds another collector; use one collector per branch")
 
     template = graph.subgraph(prompt, upstream)
-    for collector_id in collector_ids:
+    audio_collectors = tuple(node_id for node_id, input_name in collected.items() if input_name == "audio")
+    for collector_id, input_name in collected.items():
         template[collector_id] = {
-            "class_type": STOCK_OUTPUT_CLASS,
-            "inputs": {"images": list(prompt[collector_id]["inputs"]["images"])},
+            "class_type": AUDIO_OUTPUT_CLASS if collector_id in audio_collectors else STOCK_OUTPUT_CLASS,
+            "inputs": {input_name: list(prompt[collector_id]["inputs"][input_name])},
         }
 
     seed_nodes: dict[str, int] = {}
@@ -184,13 +203,15 @@ def plan(prompt: Prompt) -> Plan:
     batch_size = 0
     if settings.get(SPLIT_INPUT) is True:
         latent_nodes, batch_size = _splittable_latents(template, collector_ids[0])
-    precisions = {}
+    precisions = {collector_id: AUDIO_PRECISION for collector_id in audio_collectors}
     for collector_id in collector_ids:
+        if collector_id in audio_collectors:
+            continue
         precision = prompt[collector_id].get("inputs", {}).get(PRECISION_INPUT, PRECISIONS[0])
         if precision not in PRECISIONS:
             raise PlanError(f"Distributed Collector (node {collector_id}) 'precision' must be one of {', '.join(PRECISIONS)}")
         precisions[collector_id] = precision
-    return Plan(tuple(collector_ids), template, seed_nodes, shares, latent_nodes, batch_size, precisions)
+    return Plan(tuple(collector_ids), template, seed_nodes, shares, latent_nodes, batch_size, precisions, audio_collectors)
 
 
 def _splittable_latents(template: Prompt, collector_id: str) -> tuple[tuple[str, ...], int]:

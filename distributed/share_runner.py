@@ -33,10 +33,12 @@ import numpy as np
 
 from . import fast_path, gather, preflight
 from .client import EventStream, WorkerClient, describe_execution_error
+from .collect import AudioClip
 from .errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
 from .graph import Prompt
 from .media import MediaUploader
 from .orphans import ShareOwner
+from .planner import AUDIO_OUTPUT_CLASS
 from .registry import Registry
 from .scheduler import Share
 
@@ -108,19 +110,23 @@ class ShareRunner:
     async def run(
         self, prompt: Prompt, collector_ids: tuple[str, ...], share: Share, client: WorkerClient, on_progress: Callable[[], None],
         precisions: Mapping[str, str] | None = None,
-    ) -> dict[str, np.ndarray]:
+    ) -> dict[str, np.ndarray | AudioClip]:
         """Queues a share's prompt on a worker, watches it, and fetches its images per collector.
 
         `precisions` maps a collector's node id to the dtype its images travel in from a worker with
         this extension (`fast_path.PRECISIONS`; uint8 when absent). Stock workers always send PNG.
         """
-        prompt = await self.prepare(prompt, client)
         fast = await self.has_fast_path(client)
+        audio_ids = tuple(node_id for node_id in collector_ids if prompt[node_id]["class_type"] == AUDIO_OUTPUT_CLASS)
+        if audio_ids and not fast:
+            raise WorkerRejected(client.name, "returns audio only when it runs ComfyUI Distributed GPU too (it lacks "
+                                              f"{fast_path.SINK_CLASS}); install the extension on it to give it audio shares")
         if fast:
             precisions = precisions or {}
             dtype = max((precisions.get(node_id, fast_path.DEFAULT_PRECISION) for node_id in collector_ids),
                         key=fast_path.PRECISIONS.index)
             prompt = fast_path.sink_prompt(prompt, collector_ids, precisions, self.links.choose(client.worker.id, dtype))
+        prompt = await self.prepare(prompt, client)
         client_id = self._owner.client_id(share.index)
         heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
         prompt_id: str | None = None
@@ -144,7 +150,7 @@ class ShareRunner:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
             entry = await self._settled_history(client, prompt_id)
             if fast:
-                return await gather.fetch_results(client, prompt_id, entry, collector_ids, self.links)
+                return await gather.fetch_results(client, prompt_id, entry, collector_ids, self.links, audio_ids)
             return await gather.fetch_outputs(client, entry, collector_ids)
         except BaseException:
             if prompt_id is not None:

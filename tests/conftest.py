@@ -65,7 +65,8 @@ class Cluster:
     def job(self, prompt_entry: dict[str, Any]) -> dict[str, Any]:
         """The distributed job behind a finished prompt (its collector carries the job id)."""
         prompt = prompt_entry["prompt"][2]
-        job_id = next(n["inputs"]["distributed_job_id"] for n in prompt.values() if n["class_type"] == "DistributedCollector")
+        job_id = next(n["inputs"]["distributed_job_id"] for n in prompt.values()
+                      if n["class_type"] in ("DistributedCollector", "DistributedAudioCollector"))
         status, body = self.master.get(f"/distributed/jobs/{job_id}")
         assert status == 200, body
         return body

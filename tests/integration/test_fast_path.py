@@ -26,7 +26,15 @@ from distributed.scheduler import Share
 from distributed.share_runner import ShareRunner
 from tests.conftest import OUTPUT_ROOT, Cluster
 from tests.harness import ComfyInstance, reset_dir, running
-from tests.integration.workflows import error_message, noise_prompt, read_stamp, saved_images, seed_stamp_prompt
+from tests.integration.workflows import (
+    error_message,
+    noise_prompt,
+    read_stamp,
+    read_tone_seed,
+    saved_images,
+    seed_stamp_prompt,
+    tone_prompt,
+)
 from tests.proxy import BackgroundServer
 
 RESULTS_REQUEST = b"GET /distributed/results/"
@@ -109,6 +117,21 @@ def test_worker_without_the_extension_keeps_the_png_path_in_the_same_run(fast_cl
     assert participants == {"fast", "stock"}
     assert any(RESULT_UI_KEY in output for output in history_outputs(fast_cluster.workers["fast"]))
     assert all("images" in output and RESULT_UI_KEY not in output for output in history_outputs(fast_cluster.workers["stock"]))
+
+
+def test_audio_is_collected_in_share_order_and_a_stock_worker_is_skipped_for_it(fast_cluster: Cluster) -> None:
+    fast_cluster.use_workers("fast", "stock", participate=True)
+    entry = fast_cluster.run(tone_prompt(seed=900, samples=4000, extra=123, sample_rate=22050))
+
+    saved = entry["outputs"]["4"]["audio_arrays"][0]
+    waveform = np.load(fast_cluster.master.output_dir / saved["filename"])
+    assert saved["sample_rate"] == 22050
+    assert [read_tone_seed(clip) for clip in waveform] == [900, 901, 902]
+    assert waveform.shape == (3, 1, 4123)  # the odd seed's clip is 123 samples longer; the others are padded
+    assert not waveform[0, 0, 4000:].any() and waveform[1, 0, 4000:].any()
+    shares = fast_cluster.job(entry)["shares"]
+    assert {s["participant"] for s in shares if s["index"] > 0} == {"fast"}
+    assert any("returns audio only when it runs ComfyUI Distributed GPU" in attempt for s in shares for attempt in s["attempts"])
 
 
 class TamperingRelay(BackgroundServer):

@@ -24,6 +24,21 @@ def seed_stamp_prompt(seed: int, batch_size: int = 1, width: int = 32, height: i
     return prompt
 
 
+def tone_prompt(seed: int, samples: int = 4000, extra: int = 0, sample_rate: int = 16000) -> dict[str, Any]:
+    """Seed -> audio stamped with the seed -> audio collector -> saved as .npy."""
+    return {
+        "1": {"class_type": "DistributedSeed", "inputs": {"seed": seed}},
+        "2": {"class_type": "DistTestTone", "inputs": {"seed": ["1", 0], "samples": samples, "extra": extra, "sample_rate": sample_rate}},
+        "3": {"class_type": "DistributedAudioCollector", "inputs": {"audio": ["2", 0]}},
+        "4": {"class_type": "DistTestSaveAudioArray", "inputs": {"audio": ["3", 0], "filename_prefix": "tones"}},
+    }
+
+
+def read_tone_seed(clip: np.ndarray) -> int:
+    """The seed DistTestTone stamped into one clip [channels, samples]."""
+    return int.from_bytes(bytes(round(float(x) * 255) for x in clip[0, :8]), "big")
+
+
 def noise_prompt(seed: int, size: int, batch_size: int = 1, prefix: str = "noise") -> dict[str, Any]:
     return {
         "1": {"class_type": "DistributedSeed", "inputs": {"seed": seed}},

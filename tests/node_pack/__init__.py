@@ -91,8 +91,56 @@ class DistTestSleep:
         return (images,)
 
 
+class DistTestTone:
+    """Seed-dependent mono audio: the first 8 samples hold the seed's bytes (/255), the rest a quiet
+    tone. Odd seeds run `extra` samples longer, so shares of one job differ in length."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+            "samples": ("INT", {"default": 4000, "min": 16, "max": 10_000_000}),
+            "extra": ("INT", {"default": 0, "min": 0, "max": 100_000}),
+            "sample_rate": ("INT", {"default": 16000, "min": 8000, "max": 192000}),
+        }}
+
+    RETURN_TYPES = ("AUDIO",)
+    FUNCTION = "tone"
+    CATEGORY = "distributed_tests"
+
+    def tone(self, seed, samples, extra, sample_rate):
+        length = samples + (extra if seed % 2 else 0)
+        waveform = 0.1 * torch.sin(torch.arange(length, dtype=torch.float32) * 0.05).reshape(1, 1, length)
+        for i, byte in enumerate(int(seed).to_bytes(8, "big")):
+            waveform[0, 0, i] = byte / 255.0
+        return ({"waveform": waveform, "sample_rate": sample_rate},)
+
+
+class DistTestSaveAudioArray:
+    """Saves an AUDIO batch as .npy in the output folder (the stock audio nodes need torchaudio)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"audio": ("AUDIO",), "filename_prefix": ("STRING", {"default": "dist_audio"})}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = "distributed_tests"
+
+    def save(self, audio, filename_prefix):
+        import folder_paths
+        import numpy as np
+
+        name = f"{filename_prefix}_{time.monotonic_ns()}.npy"
+        np.save(os.path.join(folder_paths.get_output_directory(), name), audio["waveform"].cpu().numpy())
+        return {"ui": {"audio_arrays": [{"filename": name, "sample_rate": int(audio["sample_rate"])}]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "DistTestSeedStamp": DistTestSeedStamp,
     "DistTestNoise": DistTestNoise,
     "DistTestSleep": DistTestSleep,
+    "DistTestTone": DistTestTone,
+    "DistTestSaveAudioArray": DistTestSaveAudioArray,
 }

@@ -124,3 +124,21 @@ def test_shares_setting_is_read_from_the_collector() -> None:
     prompt = _prompt()
     prompt["4"]["inputs"]["shares"] = 12
     assert plan(prompt).shares == 12
+
+
+def test_an_audio_collector_beside_an_image_collector_is_planned_as_audio() -> None:
+    prompt = _prompt()
+    prompt["7"] = {"class_type": "TextToSpeechLike", "inputs": {"seed": ["1", 0]}}
+    prompt["8"] = {"class_type": "DistributedAudioCollector", "inputs": {"audio": ["7", 0]}}
+    p = plan(prompt)
+    share = p.share_prompt(1)
+    assert p.collector_ids == ("4", "8") and p.audio_collectors == ("8",)
+    assert share["8"] == {"class_type": "PreviewAudio", "inputs": {"audio": ["7", 0]}}
+    assert p.precisions == {"4": "uint8", "8": "float32"}
+
+
+def test_an_unconnected_audio_collector_is_refused_naming_its_input() -> None:
+    prompt = _prompt()
+    prompt["4"] = {"class_type": "DistributedAudioCollector", "inputs": {"images": ["3", 0]}}
+    with pytest.raises(PlanError, match=r"Distributed Audio Collector \(node 4\) has nothing connected to 'audio'"):
+        plan(prompt)
