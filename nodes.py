@@ -16,6 +16,7 @@ import torch
 from .distributed import collect
 from .distributed.bridge import Interrupted
 from .distributed.errors import DistributedError
+from .distributed.fallback import fallback_graph
 from .distributed.planner import JOB_INPUT, MAX_SHARES, PRECISION_INPUT, PRECISIONS, SEED_SPACE, SHARES_INPUT, SPLIT_INPUT
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class DistributedCollector:
     the master skips its share entirely when it only orchestrates.
     """
 
+    TITLE = "Distributed Collector"
     DESCRIPTION = (
         "Runs the graph above it on every enabled worker too and collects all images: "
         "the master's first, then each share in order."
@@ -96,27 +98,15 @@ class DistributedCollector:
         }
 
     def check_lazy_status(self, images=None, unique_id=None, prompt=None, **settings: Any) -> list[str]:
-        return _lazy_inputs("images", "Distributed Collector", unique_id, prompt)
+        return _lazy_inputs("images", self.TITLE, unique_id, prompt)
 
-    def collect(self, images=None, unique_id=None, prompt=None, **settings: Any) -> tuple[torch.Tensor]:
+    def collect(self, images=None, unique_id=None, prompt=None, **settings: Any) -> Any:
         job_id = _job_id(prompt, unique_id)
         if job_id is None:
             return (images,)
         master_shapes = {str(unique_id): tuple(images.shape[1:])} if images is not None else {}
-        job, parts = _remote_parts(job_id, str(unique_id), master_shapes, "Distributed Collector")
-        labelled = ([("share 0 (master)", images)] if job.master_renders and images is not None else []) + [
-            (label, torch.from_numpy(batch)) for label, batch in parts
-        ]
-        if not labelled:
-            raise RuntimeError("Distributed Collector: no participant produced images")
-        try:
-            collect.check_same_size([(label, tuple(batch.shape)) for label, batch in labelled])
-        except DistributedError as error:
-            raise RuntimeError(f"Distributed Collector: {error}") from None
-        reference = labelled[0][1]
-        batch = torch.cat([part.to(device=reference.device, dtype=reference.dtype) for _, part in labelled], dim=0)
-        _app.release_job(job_id, str(unique_id))
-        return (batch,)
+        job = _wait_for_shares(job_id, str(unique_id), master_shapes, self.TITLE)
+        return _expand_master_shares(job, str(unique_id), images) or (_join_images(job, str(unique_id), images),)
 
 
 class DistributedAudioCollector:
@@ -126,6 +116,7 @@ class DistributedAudioCollector:
     waveform); a stock worker is skipped for audio shares, with the reason in the job's attempts.
     """
 
+    TITLE = "Distributed Audio Collector"
     DESCRIPTION = (
         "Runs the graph above it on every enabled worker that has ComfyUI Distributed GPU too and collects all audio "
         "into one batch: the master's first, then each share in order; shorter clips are padded with silence."
@@ -148,23 +139,67 @@ class DistributedAudioCollector:
         }
 
     def check_lazy_status(self, audio=None, unique_id=None, prompt=None, **settings: Any) -> list[str]:
-        return _lazy_inputs("audio", "Distributed Audio Collector", unique_id, prompt)
+        return _lazy_inputs("audio", self.TITLE, unique_id, prompt)
 
-    def collect(self, audio=None, unique_id=None, prompt=None, **settings: Any) -> tuple[dict[str, Any]]:
+    def collect(self, audio=None, unique_id=None, prompt=None, **settings: Any) -> Any:
         job_id = _job_id(prompt, unique_id)
         if job_id is None:
             return (audio,)
-        job, parts = _remote_parts(job_id, str(unique_id), {}, "Distributed Audio Collector")
-        clips = list(parts)
-        if job.master_renders and audio is not None:
-            own = collect.AudioClip(audio["waveform"].detach().float().cpu().numpy(), int(audio["sample_rate"]))
-            clips.insert(0, ("share 0 (master)", own))
+        job = _wait_for_shares(job_id, str(unique_id), {}, self.TITLE)
+        return _expand_master_shares(job, str(unique_id), audio) or (_join_audio(job, str(unique_id), audio),)
+
+
+class DistributedMasterShare:
+    """Renders on the master a share no worker could deliver; added by a collector's expansion.
+
+    Each hands its share's output to the job; the last of the chain (`last`) then joins the whole
+    batch, which becomes the collector's output.
+    """
+
+    KIND = "images"
+    DESCRIPTION = "Added by a Distributed Collector for a share the master renders itself; not for use in workflows."
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "deliver"
+    CATEGORY = "distributed/internal"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        data_type = cls.RETURN_TYPES[0]
+        return {
+            "required": {
+                cls.KIND: (data_type,),
+                "job_id": ("STRING", {"default": ""}),
+                "collector_id": ("STRING", {"default": ""}),
+                "share_index": ("INT", {"default": 1, "min": 0, "max": MAX_SHARES}),
+                "last": ("BOOLEAN", {"default": True}),
+            },
+            "optional": {"after": (data_type,)},
+        }
+
+    def deliver(self, job_id: str, collector_id: str, share_index: int, last: bool, after: Any = None, **output: Any) -> tuple[Any]:
+        produced = output[self.KIND]
+        result = (collect.AudioClip(_waveform(produced), int(produced["sample_rate"])) if self.KIND == "audio"
+                  else produced.detach().float().cpu().numpy())
         try:
-            joined = collect.join_audio(clips)
+            _app.deliver_master_share(job_id, share_index, collector_id, result)
+            job = _app.dispatcher.job(job_id)
+            if job is None:
+                raise DistributedError(f"distributed job {job_id} is gone")
         except DistributedError as error:
-            raise RuntimeError(f"Distributed Audio Collector: {error}") from None
-        _app.release_job(job_id, str(unique_id))
-        return ({"waveform": torch.from_numpy(joined.waveform), "sample_rate": joined.sample_rate},)
+            raise RuntimeError(f"Distributed Collector: {error}") from None
+        if not last:
+            return (produced,)
+        master_part = job.master_parts.pop(collector_id, None)
+        join = _join_audio if self.KIND == "audio" else _join_images
+        return (join(job, collector_id, master_part),)
+
+
+class DistributedMasterAudioShare(DistributedMasterShare):
+    """The audio collector's DistributedMasterShare."""
+
+    KIND = "audio"
+    DESCRIPTION = "Added by a Distributed Audio Collector for a share the master renders itself; not for use in workflows."
+    RETURN_TYPES = ("AUDIO",)
 
 
 def _lazy_inputs(input_name: str, title: str, unique_id: str | None, prompt: dict[str, Any] | None) -> list[str]:
@@ -182,11 +217,8 @@ def _lazy_inputs(input_name: str, title: str, unique_id: str | None, prompt: dic
     return [input_name] if master_renders else []
 
 
-def _remote_parts(
-    job_id: str, collector_id: str, master_shapes: dict[str, tuple[int, ...]], title: str,
-) -> tuple[Job, list[tuple[str, Any]]]:
-    """Waits for every remote share of the job (showing progress on the node); returns the job and
-    this collector's (label, result) per remote share, in share order."""
+def _wait_for_shares(job_id: str, collector_id: str, master_shapes: dict[str, tuple[int, ...]], title: str) -> Job:
+    """Waits for every remote share of the job, showing progress on the collector node."""
     progress = comfy.utils.ProgressBar(1, node_id=collector_id)
 
     def report() -> None:
@@ -196,16 +228,64 @@ def _remote_parts(
             progress.update_absolute(done, len(job.queue.shares))
 
     try:
-        job = _app.wait_job(job_id, _interrupted, report, master_shapes)
-        parts = collect.ordered_parts(
-            collector_id, job.remote_share_order(), job.results,
-            {index: share.participant for index, share in job.queue.shares.items()},
-        )
+        return _app.wait_job(job_id, _interrupted, report, master_shapes)
     except Interrupted:
         raise comfy.model_management.InterruptProcessingException() from None
     except DistributedError as error:
         raise RuntimeError(f"{title}: {error}") from None
-    return job, parts
+
+
+def _expand_master_shares(job: Job, collector_id: str, master_part: Any) -> dict[str, Any] | None:
+    """The expansion rendering the shares left to the master for this collector, or None if there are none."""
+    missing = [index for index in job.master_fallback if collector_id not in job.results.get(index, {})]
+    if not missing:
+        return None
+    assert job.plan is not None
+    job.master_parts[collector_id] = master_part
+    shares = [(index, job.queue.shares[index].batch) for index in missing]
+    expansion, last = fallback_graph(job.plan, job.job_id, collector_id, shares)
+    return {"result": ([last, 0],), "expand": expansion}
+
+
+def _remote_parts(job: Job, collector_id: str) -> list[tuple[str, Any]]:
+    """This collector's (label, result) per remote share, in share order."""
+    participants = {index: share.participant for index, share in job.queue.shares.items()}
+    return collect.ordered_parts(collector_id, job.remote_share_order(), job.results, participants)
+
+
+def _join_images(job: Job, collector_id: str, images: torch.Tensor | None) -> torch.Tensor:
+    """The master's images, then every share's, as one batch; the job then lets go of them."""
+    try:
+        parts = _remote_parts(job, collector_id)
+        labelled = ([("share 0 (master)", images)] if job.master_renders and images is not None else []) + [
+            (label, torch.from_numpy(batch)) for label, batch in parts
+        ]
+        if not labelled:
+            raise DistributedError("no participant produced images")
+        collect.check_same_size([(label, tuple(batch.shape)) for label, batch in labelled])
+    except DistributedError as error:
+        raise RuntimeError(f"Distributed Collector: {error}") from None
+    reference = labelled[0][1]
+    batch = torch.cat([part.to(device=reference.device, dtype=reference.dtype) for _, part in labelled], dim=0)
+    _app.release_job(job.job_id, collector_id)
+    return batch
+
+
+def _join_audio(job: Job, collector_id: str, audio: dict[str, Any] | None) -> dict[str, Any]:
+    """The master's clip, then every share's, as one AUDIO batch; the job then lets go of them."""
+    try:
+        clips = _remote_parts(job, collector_id)
+        if job.master_renders and audio is not None:
+            clips.insert(0, ("share 0 (master)", collect.AudioClip(_waveform(audio), int(audio["sample_rate"]))))
+        joined = collect.join_audio(clips)
+    except DistributedError as error:
+        raise RuntimeError(f"Distributed Audio Collector: {error}") from None
+    _app.release_job(job.job_id, collector_id)
+    return {"waveform": torch.from_numpy(joined.waveform), "sample_rate": joined.sample_rate}
+
+
+def _waveform(audio: dict[str, Any]) -> Any:
+    return audio["waveform"].detach().float().cpu().numpy()
 
 
 class DistributedQueuedPrompt:
@@ -260,11 +340,15 @@ NODE_CLASS_MAPPINGS = {
     "DistributedSeed": DistributedSeed,
     "DistributedCollector": DistributedCollector,
     "DistributedAudioCollector": DistributedAudioCollector,
+    "DistributedMasterShare": DistributedMasterShare,
+    "DistributedMasterAudioShare": DistributedMasterAudioShare,
     "DistributedQueuedPrompt": DistributedQueuedPrompt,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedSeed": "Distributed Seed",
     "DistributedCollector": "Distributed Collector",
     "DistributedAudioCollector": "Distributed Audio Collector",
+    "DistributedMasterShare": "Distributed Master Share",
+    "DistributedMasterAudioShare": "Distributed Master Audio Share",
     "DistributedQueuedPrompt": "Distributed Queued Prompt",
 }

@@ -237,6 +237,10 @@ class DistributedApp:
         self._server.loop.call_soon_threadsafe(self.dispatcher.master_done, job_id)
         return run_on_loop(self._server.loop, self.dispatcher.results(job_id, master_shapes), is_interrupted, on_tick)
 
+    def deliver_master_share(self, job_id: str, index: int, collector_id: str, result: Any) -> None:
+        """A share the master rendered itself (no worker could) is in, for one collector."""
+        run_on_loop(self._server.loop, self.dispatcher.deliver_from_master(job_id, index, collector_id, result))
+
     def release_job(self, job_id: str, collector_id: str) -> None:
         """The collector has its images: the job may drop them."""
         self._server.loop.call_soon_threadsafe(self.dispatcher.release, job_id, collector_id)

@@ -69,6 +69,10 @@ class Job:
     results: dict[int, dict[str, np.ndarray | AudioClip]] = field(default_factory=dict)
     expected_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Collector node id -> image size [H, W, C] of the master's own share: what every share must match."""
+    master_fallback: list[int] = field(default_factory=list)
+    """Shares no worker could deliver, rendered by the master itself (the collectors expand their graph)."""
+    master_parts: dict[str, Any] = field(default_factory=dict)
+    """Collector node id -> the master's own share 0 output, held while the fallback shares render."""
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
@@ -275,8 +279,8 @@ class Dispatcher:
         stuck_since: float | None = None
         try:
             while True:
-                if job.queue.is_finished() and not self._reject_mismatched(job):
-                    break  # every share in, and each of the right size
+                if job.queue.is_finished(but_for=MASTER) and not self._reject_mismatched(job):
+                    break  # every share in (or left to the master), and each of the right size
                 candidates = {worker.id: worker for worker in self._candidates(job)}
                 now = time.monotonic()
                 for share, worker_id in assignments_now(job.queue.pending(), self._participants(job, list(candidates.values()), now), now):
@@ -298,7 +302,11 @@ class Dispatcher:
                     continue
                 stuck_since = stuck_since or time.monotonic()
                 waited = time.monotonic() - stuck_since
-                timeout = self._registry.snapshot().settings.assign_timeout
+                config = self._registry.snapshot()
+                timeout = config.settings.assign_timeout
+                if waited >= timeout and config.master.participate:
+                    self._hand_to_master(job, timeout)
+                    break
                 if waited >= timeout:
                     raise JobFailed(self._failure_message(job, timeout))
                 await self._health.wait_for_change(min(MASTER_CHECK_SECONDS, timeout - waited))
@@ -390,11 +398,32 @@ class Dispatcher:
             logger.error("Job %s: share %d on %s raised", job.job_id, share.index, worker.name, exc_info=error)
         self._publish(job)
 
-    def _failure_message(self, job: Job, timeout: float) -> str:
-        missing = [str(s.index) for s in job.queue.pending()]
+    def _hand_to_master(self, job: Job, timeout: float) -> None:
+        """The pending shares no worker could take in `timeout` go to the master, which takes part
+        anyway: its collectors render them after their own share, so the prompt still gets every image."""
+        now = time.monotonic()
+        for share in job.queue.pending():
+            job.queue.claim(share, MASTER, now)
+            job.master_fallback.append(share.index)
+        logger.warning("Job %s: %s; the master renders them itself", job.job_id, self._failure_message(job, timeout, job.master_fallback))
+        self._publish(job)
+
+    async def deliver_from_master(self, job_id: str, index: int, collector_id: str, result: np.ndarray | AudioClip) -> None:
+        """A fallback share's output for one collector, rendered on the master; the share is done
+        once every collector has its output."""
+        job = self._require(job_id)
+        outputs = job.results.setdefault(index, {})
+        outputs[collector_id] = result
+        assert job.plan is not None
+        if all(collector_id in outputs for collector_id in job.plan.collector_ids):
+            job.queue.complete(job.queue.shares[index])
+        self._publish(job)
+
+    def _failure_message(self, job: Job, timeout: float, missing: list[int] | None = None) -> str:
+        indices = missing if missing is not None else [s.index for s in job.queue.pending()]
         tried = list(job.queue.excluded.values())
         cause = "; ".join(tried) if tried else "no worker was online"
-        return f"share(s) {', '.join(missing)} could not be delivered within {timeout:.0f}s: {cause}"
+        return f"share(s) {', '.join(map(str, indices))} could not be delivered within {timeout:.0f}s: {cause}"
 
     # --- bookkeeping ----------------------------------------------------------------------
 

@@ -43,7 +43,8 @@ class Settings(_Strict):
     )
     assign_timeout: float = Field(
         120.0, gt=0, le=86400,
-        description="Seconds a share may wait for a participant able to run it before the prompt fails.",
+        description="Seconds a share may wait for a worker able to run it; then the master renders it, "
+                    "if it takes part, or the prompt fails.",
     )
     health_interval: float = Field(2.0, ge=0.2, le=300, description="Seconds between health checks of an online worker.")
     auto_launch: bool = Field(False, description="Start enabled local workers together with the master.")

@@ -73,8 +73,10 @@ class ShareQueue:
         held = [s for s in self.shares.values() if s.state == ShareState.RUNNING and s.participant == participant]
         return sorted(held, key=lambda s: s.claimed_at or 0.0)
 
-    def is_finished(self) -> bool:
-        return all(s.state == ShareState.DONE for s in self.shares.values())
+    def is_finished(self, but_for: str | None = None) -> bool:
+        """Every share done; with `but_for`, shares that participant holds count as done too."""
+        return all(s.state == ShareState.DONE or (s.state == ShareState.RUNNING and s.participant == but_for)
+                   for s in self.shares.values())
 
     def claim(self, share: Share, participant: str, now: float) -> None:
         share.state = ShareState.RUNNING

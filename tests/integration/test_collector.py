@@ -91,8 +91,19 @@ def test_worker_lacking_a_node_has_its_share_rerun_on_another(cluster: Cluster) 
     assert len(rejected) == 1 and "Worker stock" in rejected[0] and "DistTestSeedStamp" in rejected[0]
 
 
-def test_prompt_fails_naming_the_worker_when_no_participant_can_run_a_share(cluster: Cluster) -> None:
+def test_the_master_renders_a_share_no_worker_can_run_when_it_takes_part(cluster: Cluster) -> None:
     cluster.use_workers("stock", assign_timeout=2)
+    entry = cluster.run(seed_stamp_prompt(seed=1, batch_size=2))
+
+    assert entry["status"]["status_str"] == "success"
+    assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    share = {s["index"]: s for s in cluster.job(entry)["shares"]}[1]
+    assert share["participant"] == "master" and share["state"] == "done"
+    assert len(share["attempts"]) == 1 and "Worker stock" in share["attempts"][0] and "DistTestSeedStamp" in share["attempts"][0]
+
+
+def test_prompt_fails_naming_the_worker_when_no_participant_can_run_a_share(cluster: Cluster) -> None:
+    cluster.use_workers("stock", participate=False, assign_timeout=2)
     entry = cluster.run(seed_stamp_prompt(seed=1))
 
     assert entry["status"]["status_str"] == "error"

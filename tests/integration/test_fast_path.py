@@ -134,6 +134,18 @@ def test_audio_is_collected_in_share_order_and_a_stock_worker_is_skipped_for_it(
     assert any("returns audio only when it runs ComfyUI Distributed GPU" in attempt for s in shares for attempt in s["attempts"])
 
 
+def test_audio_no_worker_can_render_is_rendered_by_the_master(fast_cluster: Cluster) -> None:
+    fast_cluster.use_workers("stock", participate=True, assign_timeout=2)
+    entry = fast_cluster.run(tone_prompt(seed=910, samples=3000, extra=50))
+
+    saved = entry["outputs"]["4"]["audio_arrays"][0]
+    waveform = np.load(fast_cluster.master.output_dir / saved["filename"])
+    assert [read_tone_seed(clip) for clip in waveform] == [910, 911]
+    assert waveform.shape == (2, 1, 3050)
+    share = {s["index"]: s for s in fast_cluster.job(entry)["shares"]}[1]
+    assert share["participant"] == "master" and share["state"] == "done"
+
+
 class TamperingRelay(BackgroundServer):
     """Relays TCP to a worker; in the first answer to a results GET it flips one byte, or cuts the connection there.
 

@@ -87,6 +87,27 @@ def test_split_batch_gives_the_same_pictures_as_one_instance(cluster: Cluster) -
     assert sum(s["batch"]["length"] for s in job["shares"]) == 5
 
 
+def test_a_split_slice_no_worker_can_render_is_rendered_by_the_master_with_the_same_pictures(cluster: Cluster) -> None:
+    checkpoint = ""
+    for instance in (cluster.master, cluster.workers["a"]):  # the stock worker lacks the checkpoint
+        checkpoint = write_tiny_checkpoint(instance.base_dir / "models")
+    cluster.use_workers("stock", assign_timeout=2)
+    single = tiny_txt2img_prompt(checkpoint, seed=41, batch_size=3, filename_prefix="single")
+    alone = cluster.workers["a"].wait_history(cluster.workers["a"].queue_prompt(single), 180)
+    split = tiny_txt2img_prompt(checkpoint, seed=41, batch_size=3, filename_prefix="split")
+    split["8"] = {"class_type": "DistributedCollector", "inputs": {"images": [DECODE_NODE, 0], "split_batch": True}}
+    split[OUTPUT_NODE]["inputs"]["images"] = ["8", 0]
+    together = cluster.run(split, timeout=180)
+
+    reference = [np.asarray(Image.open(p), dtype=np.int16) for p in saved_images(alone, cluster.workers["a"].output_dir)]
+    collected = [np.asarray(Image.open(p), dtype=np.int16) for p in saved_images(together, cluster.master.output_dir)]
+    assert len(reference) == len(collected) == 3
+    assert all(np.abs(r - c).max() <= 8 for r, c in zip(reference, collected, strict=True))
+    shares = cluster.job(together)["shares"]
+    assert [s["participant"] for s in shares] == ["master", "master"]
+    assert "lacks model file(s)" in shares[1]["attempts"][0]
+
+
 def test_interrupt_on_the_master_cancels_the_share_on_the_worker(cluster: Cluster) -> None:
     cluster.use_workers("a", participate=False)
     worker = cluster.workers["a"]
