@@ -38,6 +38,12 @@ def _job_id(prompt: dict[str, Any] | None, unique_id: str | None) -> str | None:
     return job_id if isinstance(job_id, str) and _app is not None else None
 
 
+SHARES_OPTION = ("INT", {
+    "default": 0, "min": 0, "max": MAX_SHARES,
+    "tooltip": "How many shares to render in all; 0 = one per participant. Shares go to whichever GPU frees up first.",
+})
+
+
 def _interrupted() -> bool:
     return comfy.model_management.processing_interrupted()
 
@@ -80,10 +86,7 @@ class DistributedCollector:
         return {
             "required": {"images": ("IMAGE", {"lazy": True})},
             "optional": {
-                SHARES_INPUT: ("INT", {
-                    "default": 0, "min": 0, "max": MAX_SHARES,
-                    "tooltip": "How many shares to render in all; 0 = one per participant. Shares go to whichever GPU frees up first.",
-                }),
+                SHARES_INPUT: SHARES_OPTION,
                 SPLIT_INPUT: ("BOOLEAN", {
                     "default": False,
                     "tooltip": "Split the EmptyLatentImage batch across GPUs by speed: the same pictures one GPU would make.",
@@ -130,10 +133,7 @@ class DistributedAudioCollector:
         return {
             "required": {"audio": ("AUDIO", {"lazy": True})},
             "optional": {
-                SHARES_INPUT: ("INT", {
-                    "default": 0, "min": 0, "max": MAX_SHARES,
-                    "tooltip": "How many shares to render in all; 0 = one per participant. Shares go to whichever GPU frees up first.",
-                }),
+                SHARES_INPUT: SHARES_OPTION,
             },
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from .client import ClientPool
 from .errors import WorkerUnavailable
@@ -42,6 +42,14 @@ def _reportable(status: WorkerStatus) -> tuple:
     return (status.state, status.queue_remaining, status.error, status.device_name)
 
 
+@dataclass(frozen=True)
+class _Check:
+    """A probe under way and the worker configuration it probes."""
+
+    task: asyncio.Task[WorkerStatus]
+    config: WorkerConfig
+
+
 class HealthMonitor:
     """Polls enabled workers and holds their last known status."""
 
@@ -52,7 +60,7 @@ class HealthMonitor:
         self._statuses: dict[str, WorkerStatus] = {}
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
-        self._checks: dict[str, asyncio.Task[WorkerStatus]] = {}
+        self._checks: dict[str, _Check] = {}
         self._checked_as: dict[str, WorkerConfig] = {}
         """The configuration each worker was last polled with; a change starts its checks afresh."""
         self._changed = asyncio.Event()
@@ -101,12 +109,12 @@ class HealthMonitor:
             pass
 
     async def check(self, worker: WorkerConfig) -> WorkerStatus:
-        """Probes one worker now (shared with a check already in flight) and records the result."""
-        task = self._checks.get(worker.id)
-        if task is None or task.done():
-            task = asyncio.ensure_future(self._probe(worker))
-            self._checks[worker.id] = task
-        return await asyncio.shield(task)
+        """Probes one worker now (shared with a check of the same configuration already in flight)
+        and records the result."""
+        in_flight = self._checks.get(worker.id)
+        if in_flight is None or in_flight.task.done() or in_flight.config != worker:
+            in_flight = self._checks[worker.id] = _Check(asyncio.ensure_future(self._probe(worker)), worker)
+        return await asyncio.shield(in_flight.task)
 
     async def _probe(self, worker: WorkerConfig) -> WorkerStatus:
         client = self._clients.client(worker)
@@ -159,7 +167,9 @@ class HealthMonitor:
             now = time.monotonic()
             for worker in config.workers:
                 if self._checked_as.get(worker.id, worker) != worker:
-                    self._forget_history(worker.id)  # its address or settings changed: check it afresh, now
+                    # Its address or settings changed: check it afresh, now (a check of the new
+                    # configuration already under way, from a job starting, is kept).
+                    self._forget_history(worker.id, keep_check_of=worker)
                 self._checked_as[worker.id] = worker
                 if not worker.enabled:
                     self._due.pop(worker.id, None)
@@ -168,8 +178,8 @@ class HealthMonitor:
                 if self._statuses.get(worker.id, WorkerStatus(WorkerState.UNKNOWN)).state == WorkerState.DISABLED:
                     self.set_status(worker.id, WorkerStatus(WorkerState.UNKNOWN))
                 in_flight = self._checks.get(worker.id)
-                if now >= self._due.get(worker.id, 0.0) and (in_flight is None or in_flight.done()):
-                    self._checks[worker.id] = asyncio.ensure_future(self._probe(worker))
+                if now >= self._due.get(worker.id, 0.0) and (in_flight is None or in_flight.task.done()):
+                    self._checks[worker.id] = _Check(asyncio.ensure_future(self._probe(worker)), worker)
             await asyncio.sleep(TICK_SECONDS)
 
     def recheck(self, worker: WorkerConfig) -> asyncio.Future[WorkerStatus]:
@@ -182,17 +192,18 @@ class HealthMonitor:
         self._forget_history(worker.id)
         return asyncio.ensure_future(self.check(worker))
 
-    def _forget_history(self, worker_id: str) -> None:
+    def _forget_history(self, worker_id: str, keep_check_of: WorkerConfig | None = None) -> None:
         self._due.pop(worker_id, None)
         self._failures.pop(worker_id, None)
-        stale = self._checks.pop(worker_id, None)
-        if stale is not None:
-            stale.cancel()
+        in_flight = self._checks.get(worker_id)
+        if in_flight is not None and in_flight.config != keep_check_of:
+            self._checks.pop(worker_id)
+            in_flight.task.cancel()
         if self._statuses.get(worker_id, WorkerStatus(WorkerState.UNKNOWN)).state != WorkerState.DISABLED:
             self.set_status(worker_id, WorkerStatus(WorkerState.UNKNOWN))
 
     async def stop(self) -> None:
-        checks = [task for task in self._checks.values() if not task.done()]
+        checks = [check.task for check in self._checks.values() if not check.task.done()]
         for task in checks:
             task.cancel()
         await asyncio.gather(*checks, return_exceptions=True)

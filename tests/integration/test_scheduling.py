@@ -65,47 +65,42 @@ def test_share_order_and_seeds_do_not_depend_on_who_renders(cluster: Cluster, sl
     assert {s["participant"] for s in cluster.job(first)["shares"]} != {s["participant"] for s in cluster.job(second)["shares"]}
 
 
-def test_split_batch_gives_the_same_pictures_as_one_instance(cluster: Cluster) -> None:
-    checkpoint = ""
-    for instance in (cluster.master, cluster.workers["a"], cluster.workers["b"]):
-        checkpoint = write_tiny_checkpoint(instance.base_dir / "models")
-    cluster.use_workers("a", "b")
-    single = tiny_txt2img_prompt(checkpoint, seed=31, batch_size=5, filename_prefix="single")
+def _split_beside_single(cluster: Cluster, seed: int, batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """The batch rendered whole by worker `a`, the same batch split by the master, and the split's job."""
+    checkpoint = write_tiny_checkpoint(cluster.workers["a"].base_dir / "models")
+    single = tiny_txt2img_prompt(checkpoint, seed=seed, batch_size=batch_size, filename_prefix="single")
     alone = cluster.workers["a"].wait_history(cluster.workers["a"].queue_prompt(single), 180)
-    split = tiny_txt2img_prompt(checkpoint, seed=31, batch_size=5, filename_prefix="split")
+    split = tiny_txt2img_prompt(checkpoint, seed=seed, batch_size=batch_size, filename_prefix="split")
     split["8"] = {"class_type": "DistributedCollector", "inputs": {"images": [DECODE_NODE, 0], "split_batch": True}}
     split[OUTPUT_NODE]["inputs"]["images"] = ["8", 0]
     together = cluster.run(split, timeout=180)
-
     reference = [np.asarray(Image.open(p), dtype=np.int16) for p in saved_images(alone, cluster.workers["a"].output_dir)]
     collected = [np.asarray(Image.open(p), dtype=np.int16) for p in saved_images(together, cluster.master.output_dir)]
+    return reference, collected, cluster.job(together)
+
+
+def test_split_batch_gives_the_same_pictures_as_one_instance(cluster: Cluster) -> None:
+    for instance in (cluster.master, cluster.workers["b"]):
+        write_tiny_checkpoint(instance.base_dir / "models")
+    cluster.use_workers("a", "b")
+    reference, collected, job = _split_beside_single(cluster, seed=31, batch_size=5)
+
     assert len(reference) == len(collected) == 5
     assert all(np.abs(r - c).max() <= 8 for r, c in zip(reference, collected, strict=True))
     assert np.abs(reference[0] - reference[1]).max() > 8  # the images do differ from each other
-    job = cluster.job(together)
     assert job["mode"] == "split" and len({s["participant"] for s in job["shares"]}) == 3
     assert sum(s["batch"]["length"] for s in job["shares"]) == 5
 
 
 def test_a_split_slice_no_worker_can_render_is_rendered_by_the_master_with_the_same_pictures(cluster: Cluster) -> None:
-    checkpoint = ""
-    for instance in (cluster.master, cluster.workers["a"]):  # the stock worker lacks the checkpoint
-        checkpoint = write_tiny_checkpoint(instance.base_dir / "models")
+    write_tiny_checkpoint(cluster.master.base_dir / "models")  # the stock worker lacks the checkpoint
     cluster.use_workers("stock", assign_timeout=2)
-    single = tiny_txt2img_prompt(checkpoint, seed=41, batch_size=3, filename_prefix="single")
-    alone = cluster.workers["a"].wait_history(cluster.workers["a"].queue_prompt(single), 180)
-    split = tiny_txt2img_prompt(checkpoint, seed=41, batch_size=3, filename_prefix="split")
-    split["8"] = {"class_type": "DistributedCollector", "inputs": {"images": [DECODE_NODE, 0], "split_batch": True}}
-    split[OUTPUT_NODE]["inputs"]["images"] = ["8", 0]
-    together = cluster.run(split, timeout=180)
+    reference, collected, job = _split_beside_single(cluster, seed=41, batch_size=3)
 
-    reference = [np.asarray(Image.open(p), dtype=np.int16) for p in saved_images(alone, cluster.workers["a"].output_dir)]
-    collected = [np.asarray(Image.open(p), dtype=np.int16) for p in saved_images(together, cluster.master.output_dir)]
     assert len(reference) == len(collected) == 3
     assert all(np.abs(r - c).max() <= 8 for r, c in zip(reference, collected, strict=True))
-    shares = cluster.job(together)["shares"]
-    assert [s["participant"] for s in shares] == ["master", "master"]
-    assert "lacks model file(s)" in shares[1]["attempts"][0]
+    assert [s["participant"] for s in job["shares"]] == ["master", "master"]
+    assert "lacks model file(s)" in job["shares"][1]["attempts"][0]
 
 
 def test_interrupt_on_the_master_cancels_the_share_on_the_worker(cluster: Cluster) -> None:

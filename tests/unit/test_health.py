@@ -6,6 +6,10 @@ may arrive in either order; it keeps the higher `revision`. These tests pin that
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +34,18 @@ class _Pushes:
         return [payload["status"] for _, payload in self.sent]
 
 
-def _monitor(tmp_path: Path) -> tuple[HealthMonitor, WorkerConfig, _Pushes]:
-    """A monitor over one local worker whose port nobody listens on (checks answer "refused")."""
-    worker = WorkerConfig(id="w1", name="Worker 1", type="local", port=free_port())
+@dataclass
+class _Setup:
+    health: HealthMonitor
+    worker: WorkerConfig
+    pushes: _Pushes
+    registry: Registry
+    clients: ClientPool
+
+
+def _monitor(tmp_path: Path, port: int | None = None, enabled: bool = True) -> _Setup:
+    """A monitor over one local worker, by default on a port nobody listens on (checks answer "refused")."""
+    worker = WorkerConfig(id="w1", name="Worker 1", type="local", port=port or free_port(), enabled=enabled)
     registry = Registry(tmp_path / "workers.json")
 
     def add(current: RegistryFile) -> RegistryFile:
@@ -40,12 +53,13 @@ def _monitor(tmp_path: Path) -> tuple[HealthMonitor, WorkerConfig, _Pushes]:
         return current
 
     registry.update(add)
-    pushes = _Pushes()
-    return HealthMonitor(registry, ClientPool(), Events(pushes)), worker, pushes
+    pushes, clients = _Pushes(), ClientPool()
+    return _Setup(HealthMonitor(registry, clients, Events(pushes)), worker, pushes, registry, clients)
 
 
 async def test_each_published_status_outranks_the_one_before(tmp_path: Path) -> None:
-    health, worker, pushes = _monitor(tmp_path)
+    setup = _monitor(tmp_path)
+    health, worker, pushes = setup.health, setup.worker, setup.pushes
 
     health.set_status(worker.id, WorkerStatus(WorkerState.ONLINE))
     health.set_status(worker.id, WorkerStatus(WorkerState.BUSY, queue_remaining=1))
@@ -57,7 +71,8 @@ async def test_each_published_status_outranks_the_one_before(tmp_path: Path) -> 
 
 
 async def test_an_answer_rendered_before_a_change_is_outranked_by_the_push_of_that_change(tmp_path: Path) -> None:
-    health, worker, pushes = _monitor(tmp_path)
+    setup = _monitor(tmp_path)
+    health, worker, pushes = setup.health, setup.worker, setup.pushes
     health.set_status(worker.id, WorkerStatus(WorkerState.ONLINE))
     answer = health.status(worker.id).as_json()
 
@@ -68,7 +83,8 @@ async def test_an_answer_rendered_before_a_change_is_outranked_by_the_push_of_th
 
 
 async def test_a_recheck_shows_the_worker_as_unknown_at_once_then_as_its_probe_finds_it(tmp_path: Path) -> None:
-    health, worker, pushes = _monitor(tmp_path)
+    setup = _monitor(tmp_path)
+    health, worker, pushes = setup.health, setup.worker, setup.pushes
     health.set_status(worker.id, WorkerStatus(WorkerState.ONLINE))
     before = health.status(worker.id)
 
@@ -81,10 +97,12 @@ async def test_a_recheck_shows_the_worker_as_unknown_at_once_then_as_its_probe_f
     assert pushes.statuses()[-1]["state"] == "offline"
     assert health.status(worker.id).revision > at_once.revision
     await health.stop()
+    await setup.clients.close()
 
 
 async def test_an_override_change_is_published_under_a_new_revision(tmp_path: Path) -> None:
-    health, worker, pushes = _monitor(tmp_path)
+    setup = _monitor(tmp_path)
+    health, worker, pushes = setup.health, setup.worker, setup.pushes
     override: dict[str, WorkerStatus] = {}
     health.set_override(override.get)
     health.set_status(worker.id, WorkerStatus(WorkerState.OFFLINE))
@@ -99,12 +117,44 @@ async def test_an_override_change_is_published_under_a_new_revision(tmp_path: Pa
 
 
 async def test_a_restarted_master_numbers_its_statuses_above_its_predecessors(tmp_path: Path) -> None:
-    first, worker, _ = _monitor(tmp_path / "first")
+    first_setup = _monitor(tmp_path / "first")
+    first, worker = first_setup.health, first_setup.worker
     for _ in range(1000):
         first.publish(worker.id)
     last_of_first = first.status(worker.id).revision
 
-    second, _, _ = _monitor(tmp_path / "second")
+    second = _monitor(tmp_path / "second").health
     second.publish(worker.id)
 
     assert second.status(worker.id).revision > last_of_first
+
+
+async def test_a_check_started_by_a_job_survives_the_monitor_noticing_the_worker_was_re_enabled(tmp_path: Path) -> None:
+    """Re-enabling a worker and queueing at once: the job's check of the worker must not be cancelled
+    as stale when the polling loop notices the change, or the job skips the worker as unknown."""
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)  # accepts, never answers
+    setup = _monitor(tmp_path, port=silent.sockets[0].getsockname()[1], enabled=False)
+    health, worker = setup.health, setup.worker
+    polling = asyncio.ensure_future(health.run())
+    try:
+        await _until(lambda: health.status(worker.id).state == WorkerState.DISABLED)
+        enabled = worker.model_copy(update={"enabled": True})
+        setup.registry.update(lambda current: current.model_copy(update={"workers": [enabled]}))
+        check = asyncio.ensure_future(health.check(enabled))
+
+        await _until(lambda: health.status(worker.id).state == WorkerState.UNKNOWN)  # the loop noticed
+
+        assert not check.done(), "the job's check was cancelled"
+        check.cancel()
+    finally:
+        polling.cancel()
+        await health.stop()
+        await setup.clients.close()
+        silent.close()
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
