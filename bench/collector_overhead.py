@@ -41,10 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp
 
-from distributed import gather, wire
-from distributed.client import WorkerClient
-from distributed.fast_path import RESULT_UI_KEY, SINK_CLASS
-from distributed.models import WorkerConfig
+from distributed.config.models import WorkerConfig
+from distributed.transport import fetch as gather
+from distributed.transport import wire
+from distributed.transport.sink import RESULT_UI_KEY, SINK_CLASS
+from distributed.workers.client import WorkerClient
 from tests.harness import ComfyInstance, reset_dir, running, wait_until
 from tests.netns import LinkUnavailable, NamespacedWorker, capped_link
 

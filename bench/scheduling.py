@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distributed.processes import WORKER_ID_ENV
+from distributed.workers.local.command import WORKER_ID_ENV
 from tests.harness import ComfyInstance, reset_dir, running
 
 SPEEDS = {"fast-1": 1.0, "fast-2": 1.0, "slow": 1 / 3}

@@ -28,8 +28,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distributed import wire
-from distributed.result_store import RESULTS_PATH, ResultStore, make_results_handler
+from distributed.transport import wire
+from distributed.transport.result_store import ResultStore, make_results_handler
+from distributed.transport.sink import RESULTS_PATH
 
 LINKS = {"1Gbit": 1e9 / 8, "100Mbit": 100e6 / 8}
 IMAGE_CODEC_SAMPLE = 2

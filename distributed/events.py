@@ -12,8 +12,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from .models import WorkerStatus
-
 logger = logging.getLogger(__name__)
 
 Send = Callable[[str, dict[str, Any]], None]
@@ -34,8 +32,8 @@ class Events:
     def registry_changed(self, snapshot: dict[str, Any]) -> None:
         self._emit(REGISTRY_CHANGED, snapshot)
 
-    def worker_status(self, worker_id: str, status: WorkerStatus) -> None:
-        self._emit(WORKER_STATUS, {"worker_id": worker_id, "status": status.as_json()})
+    def worker_status(self, worker_id: str, status: dict[str, Any]) -> None:
+        self._emit(WORKER_STATUS, {"worker_id": worker_id, "status": status})
 
     def job_update(self, job_snapshot: dict[str, Any]) -> None:
         self._emit(JOB_UPDATE, job_snapshot)

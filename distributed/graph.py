@@ -1,7 +1,8 @@
 """Pure helpers over ComfyUI's API-format prompt: `{node_id: {"class_type", "inputs"}}`.
 
-Standard library only, so the planner and its tests never import torch or ComfyUI. Nothing here
-mutates its input; rewrites return new dicts.
+Standard library only, so the planner, the transport and their tests never import torch or ComfyUI.
+Helpers return new dicts and leave their input alone, except `replace_output_with_literal`, which
+rewrites a prompt in place and is only ever given a copy (`subgraph`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ComfyInstance, http_json, reset_dir, running, wait_until
+from tests.harness import ComfyInstance, comfyui_root, http_json, reset_dir, running, wait_until
 
 OUTPUT_ROOT = Path(
     os.environ.get("DISTRIBUTED_TEST_OUTPUT") or Path(__file__).resolve().parent.parent / "test-output" / f"run-{os.getpid()}"
@@ -95,6 +97,17 @@ def spare_worker(tmp_path: Path) -> Iterator[ComfyInstance]:
         yield worker.wait_ready()
     finally:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_parser() -> argparse.ArgumentParser:
+    """ComfyUI's own command-line parser, from the install under test (it imports nothing heavy)."""
+    root = str(comfyui_root())
+    if root not in sys.path:
+        sys.path.append(root)  # appended: this project's modules keep their names
+    from comfy.cli_args import parser
+
+    return parser
 
 
 def mutate_headers() -> dict[str, str]:

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from distributed.client import ClientPool
-from distributed.fast_path import RESULT_UI_KEY, SINK_CLASS
-from distributed.models import WorkerConfig
-from distributed.orphans import ShareOwner
-from distributed.registry import Registry
-from distributed.scheduler import Share
-from distributed.share_runner import ShareRunner
+from distributed.config.models import WorkerConfig
+from distributed.config.registry import Registry
+from distributed.shares import Share
+from distributed.transport.runner import ShareRunner
+from distributed.transport.sink import RESULT_UI_KEY, SINK_CLASS
+from distributed.workers.orphans import ShareOwner
+from distributed.workers.pool import ClientPool
 from tests.conftest import OUTPUT_ROOT, Cluster
 from tests.harness import ComfyInstance, reset_dir, running
 from tests.integration.workflows import (

@@ -19,9 +19,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from distributed.config.models import WorkerConfig
 from distributed.errors import ProcessError
-from distributed.models import WorkerConfig, WorkerState
-from distributed.processes import LocalWorkerManager, MasterLayout, RestartPolicy
+from distributed.workers.local.command import MasterLayout
+from distributed.workers.local.manager import LocalWorkerManager, RestartPolicy
+from distributed.workers.status import WorkerState
 from tests.harness import PROJECT_DIR, ComfyInstance, comfyui_python, comfyui_root, free_port, http_json
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills processes with SIGKILL")
@@ -233,8 +235,9 @@ MASTER_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
 sys.path.insert(0, {project!r})
-from distributed.models import WorkerConfig
-from distributed.processes import LocalWorkerManager, MasterLayout
+from distributed.config.models import WorkerConfig
+from distributed.workers.local.manager import LocalWorkerManager
+from distributed.workers.local.command import MasterLayout
 
 async def main():
     layout = MasterLayout(main_py=Path({main_py!r}), base_directory=Path({base!r}))

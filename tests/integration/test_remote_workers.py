@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distributed.client import ClientPool
-from distributed.models import WorkerConfig
-from distributed.orphans import ShareOwner
-from distributed.registry import Registry
-from distributed.scheduler import Share
-from distributed.share_runner import ShareRunner
+from distributed.config.models import WorkerConfig
+from distributed.config.registry import Registry
+from distributed.shares import Share
+from distributed.transport.runner import ShareRunner
+from distributed.workers.orphans import ShareOwner
+from distributed.workers.pool import ClientPool
 from tests.conftest import OUTPUT_ROOT, Cluster, mutate_headers
 from tests.harness import ComfyInstance, reset_dir, wait_until
 from tests.integration.workflows import error_message, noise_prompt, read_stamp, saved_images, seed_stamp_prompt

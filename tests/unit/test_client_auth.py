@@ -13,9 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import ValidationError
 
-from distributed.client import ClientPool
+from distributed.config.models import WorkerConfig
+from distributed.config.secrets import MASK, keep_masked_secrets, public_view
 from distributed.errors import WorkerOffline
-from distributed.models import MASK, WorkerConfig, keep_masked_secrets, public_view
+from distributed.workers.pool import ClientPool
 
 Serve = Callable[[web.Application], Awaitable[TestServer]]
 TOKEN = "s3cret-token-abcd"

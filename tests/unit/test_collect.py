@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distributed.collect import AudioClip, join_audio
 from distributed.errors import JobFailed
+from distributed.jobs.collect import join_audio
+from distributed.shares import AudioClip
 
 
 def _clip(value: float, samples: int, channels: int = 1, rate: int = 16000) -> AudioClip:

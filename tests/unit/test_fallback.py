@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from distributed.fallback import AUDIO_NODE_CLASS, IMAGES_NODE_CLASS, fallback_graph
-from distributed.planner import BatchSlice, plan
+from distributed.jobs.fallback import AUDIO_NODE_CLASS, IMAGES_NODE_CLASS, fallback_graph
+from distributed.jobs.plan import plan
+from distributed.shares import BatchSlice
 
 
 def _prompt() -> dict:

@@ -11,11 +11,13 @@ import torch
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from distributed import wire
-from distributed.fast_path import RESULT_UI_KEY, SINK_CLASS, install, sink_node, sink_prompt, wire_array
-from distributed.gather import LinkMonitor, as_images
-from distributed.result_store import ResultStore
-from distributed.routes import guard
+from distributed.api.access import guard
+from distributed.comfy.result_sink import install, sink_node, wire_array
+from distributed.transport import wire
+from distributed.transport.fetch import as_images
+from distributed.transport.link import LinkMonitor
+from distributed.transport.result_store import ResultStore
+from distributed.transport.sink import RESULT_UI_KEY, SINK_CLASS, sink_prompt
 
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient]]
 

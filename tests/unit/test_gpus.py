@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from distributed import gpus
-from distributed.gpus import FIRST_WORKER_PORT, Gpu, GpuInventory, discover_gpus, first_launch_workers
+from distributed.workers.local import gpus
+from distributed.workers.local.gpus import FIRST_WORKER_PORT, Gpu, GpuInventory, discover_gpus, first_launch_workers
 
 
 def _gpu(index: int, name: str = "NVIDIA Test") -> Gpu:
@@ -27,7 +27,7 @@ def test_discovery_without_a_driver_reports_no_driver_instead_of_raising() -> No
 
 def test_a_missing_driver_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     gpus._log_once.cache_clear()
-    with caplog.at_level(logging.INFO, logger="distributed.gpus"):
+    with caplog.at_level(logging.INFO, logger="distributed.workers.local.gpus"):
         discover_gpus()
         discover_gpus()
 

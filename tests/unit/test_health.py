@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distributed.client import ClientPool
+from distributed.config.models import RegistryFile, WorkerConfig
+from distributed.config.registry import Registry
 from distributed.events import Events
-from distributed.health import HealthMonitor
-from distributed.models import RegistryFile, WorkerConfig, WorkerState, WorkerStatus
-from distributed.registry import Registry
+from distributed.workers.health import HealthMonitor
+from distributed.workers.pool import ClientPool
+from distributed.workers.status import WorkerState, WorkerStatus
 from tests.harness import free_port
 
 

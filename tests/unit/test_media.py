@@ -12,8 +12,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from distributed.media import MediaUploader
-from distributed.models import WorkerConfig
+from distributed.config.models import WorkerConfig
+from distributed.transport.media import MediaUploader
 
 
 class RecordingWorker:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distributed.orphans import MASTER_ID_FILE, ShareOwner
+from distributed.workers.orphans import MASTER_ID_FILE, ShareOwner
 
 
 def test_a_share_of_an_earlier_run_of_this_master_is_left_behind() -> None:

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from distributed.errors import PlanError
-from distributed.planner import SEED_SPACE, plan, share_seed
+from distributed.jobs.plan import SEED_SPACE, plan, share_seed
 
 
 def _prompt() -> dict:
@@ -93,7 +93,7 @@ def _latent_prompt(batch: int = 5, split: bool = True) -> dict:
 
 
 def test_split_share_samples_only_its_slice_with_the_users_seed() -> None:
-    from distributed.planner import BatchSlice
+    from distributed.shares import BatchSlice
 
     share = plan(_latent_prompt()).share_prompt(2, BatchSlice(3, 2))
     assert share["3"]["inputs"] == {"seed": 7, "latent_image": ["2.slice", 0]}
@@ -101,7 +101,8 @@ def test_split_share_samples_only_its_slice_with_the_users_seed() -> None:
 
 
 def test_split_batch_follows_speed_and_covers_every_image_once() -> None:
-    from distributed.planner import BatchSlice, split_batch
+    from distributed.jobs.plan import split_batch
+    from distributed.shares import BatchSlice
 
     assert split_batch(8, [1.0, 1.0, 2.0]) == [BatchSlice(0, 2), BatchSlice(2, 2), BatchSlice(4, 4)]
     assert split_batch(2, [1.0, 1.0, 1.0]) == [BatchSlice(0, 1), BatchSlice(1, 1), None]

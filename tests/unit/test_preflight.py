@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distributed.preflight import review
+from distributed.transport.preflight import review
 
 OBJECT_INFO: dict[str, Any] = {
     "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["base.safetensors", "sdxl\\turbo.safetensors"], {}]}}},

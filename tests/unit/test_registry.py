@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from distributed.config.models import RegistryFile, WorkerConfig
+from distributed.config.registry import Registry
 from distributed.errors import ConfigError, RegistryConflict, UnknownWorker
-from distributed.models import RegistryFile, WorkerConfig
-from distributed.registry import Registry
 
 
 def _worker(worker_id: str = "a", **fields) -> dict:

@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from distributed import wire
-from distributed.result_store import RESULTS_PATH, ResultStore, make_results_handler
+from distributed.transport import wire
+from distributed.transport.result_store import ResultStore, make_results_handler
+from distributed.transport.sink import RESULTS_PATH
 
 
 class FakeClock:
@@ -61,7 +62,7 @@ def test_byte_cap_evicts_the_oldest_result_and_logs_it(caplog: pytest.LogCapture
     store = ResultStore(max_bytes=7000)
     store.put("p1", "9", image(3000))
     store.put("p2", "9", image(3000))
-    with caplog.at_level(logging.WARNING, logger="distributed.result_store"):
+    with caplog.at_level(logging.WARNING, logger="distributed.transport.result_store"):
         store.put("p3", "9", image(3000))
     assert store.get("p1", "9") is None
     assert store.get("p2", "9") is not None and store.get("p3", "9") is not None

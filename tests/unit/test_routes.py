@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp.test_utils import make_mocked_request
 
-from distributed.routes import foreign_origin
+from distributed.api.access import foreign_origin
 
 
 def _request(headers: dict[str, str]):

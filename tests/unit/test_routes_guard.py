@@ -1,15 +1,13 @@
-"""The API's access policy (shared token, protected reads) and the extra_args path rule."""
+"""The API's access policy: the shared token and protected reads."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from distributed.errors import ConfigError
-from distributed.routes import AccessPolicy, check_extra_args, path_arguments
+from distributed.api.access import AccessPolicy
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -68,40 +66,3 @@ async def test_reads_stay_open_with_a_token_unless_protected() -> None:
     assert await _status(AccessPolicy(TOKEN).reader(_ok), _request("GET")) == 200
     assert await _status(AccessPolicy(TOKEN, protect_reads=True).reader(_ok), _request("GET")) == 401
     assert await _status(AccessPolicy(TOKEN, protect_reads=True).reader(_ok), _request("GET", Authorization=f"Bearer {TOKEN}")) == 200
-
-
-@pytest.mark.parametrize("extra_args", [
-    "--output-directory /etc",
-    "--output-directory=/etc",
-    "--output-dir /etc",
-    "--lowvram --input-directory '/home/someone else'",
-    "--extra-model-paths-config /tmp/evil.yaml",
-    "--user-directory /root",
-    "--front-end-root /",
-    "--database-url sqlite:////etc/x.db",
-])
-def test_api_extra_args_may_not_add_a_path_flag(extra_args: str) -> None:
-    with pytest.raises(ConfigError) as raised:
-        check_extra_args(extra_args)
-    assert raised.value.field == "extra_args" and "hand edit" in str(raised.value)
-
-
-def test_path_flag_written_by_hand_is_kept_when_the_api_leaves_it_as_is() -> None:
-    stored = "--output-directory /data/out --lowvram"
-    check_extra_args("--lowvram --output-directory /data/out --preview-method auto", stored)
-
-
-def test_path_flag_written_by_hand_cannot_be_redirected_through_the_api() -> None:
-    with pytest.raises(ConfigError):
-        check_extra_args("--output-directory /etc", "--output-directory /data/out")
-
-
-def test_ordinary_flags_and_shell_text_pass_the_path_rule_as_literal_words() -> None:
-    check_extra_args("--lowvram --preview-method auto '; rm -rf /' '$(touch /tmp/x)'")
-    assert path_arguments("--lowvram ; rm -rf / $(id)") == set()
-
-
-def test_unbalanced_quotes_in_extra_args_name_the_field() -> None:
-    with pytest.raises(ConfigError) as raised:
-        check_extra_args("--lowvram 'unclosed")
-    assert raised.value.field == "extra_args"

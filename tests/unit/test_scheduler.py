@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from distributed.scheduler import Participant, Share, ShareQueue, ShareState, assignments_now
+from distributed.jobs.scheduler import Participant, ShareQueue, assignments_now
+from distributed.shares import Share, ShareState
 
 
 def _idle(worker_id: str, seconds: float = 1.0) -> Participant:

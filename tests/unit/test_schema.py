@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distributed.models import RegistryFile
+from distributed.config.models import RegistryFile
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "workers.schema.json"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distributed.speed import SpeedModel
+from distributed.jobs.speed import SpeedModel
 
 
 def test_unknown_workflow_gives_every_participant_the_same_estimate() -> None:

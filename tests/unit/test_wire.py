@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distributed import wire
 from distributed.errors import BadResult
+from distributed.transport import wire
 
 
 def stream(array: np.ndarray, encoding: str, chunk_size: int = wire.DEFAULT_CHUNK_SIZE) -> bytes:
@@ -247,23 +247,3 @@ async def test_read_stream_reports_a_body_cut_short() -> None:
     async with asyncio.timeout(30):
         with pytest.raises(wire.WireError, match="truncated"):
             await wire.read_stream(FakeContent(encoded[:-100], piece=4096), wire.Decoder(), batch_bytes=10_000)
-
-
-def test_unknown_bandwidth_chooses_raw() -> None:
-    assert wire.choose_encoding(None)[0] == "raw"
-
-
-def test_lan_bandwidth_chooses_raw() -> None:
-    assert wire.choose_encoding(1e9 / 8)[0] == "raw"
-
-
-def test_slow_link_chooses_compression_and_says_why() -> None:
-    encoding, reason = wire.choose_encoding(100e6 / 8)
-    assert encoding == "zlib"
-    assert "100 Mbit/s" in reason
-
-
-def test_measurements_override_the_default_table() -> None:
-    useless = wire.CodecCost(ratio=1.0, encode_bytes_per_s=1e6, decode_bytes_per_s=1e6)
-    raw = wire.CodecCost(ratio=1.0, encode_bytes_per_s=1e10, decode_bytes_per_s=1e10)
-    assert wire.choose_encoding(1e6, {"raw": raw, "zlib": useless})[0] == "raw"

@@ -1,0 +1,155 @@
+"""What workers.json holds: the master's settings and every worker, as pydantic models.
+
+These models are the single source of the JSON Schema published in docs/workers.schema.json, and
+the API's request bodies are derived from them (`requests.py`). Unknown keys are refused
+(`extra="forbid"`), so a typo in a hand-edited file is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .secrets import check_headers, check_secret
+
+REGISTRY_VERSION = 1
+WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+WorkerType = Literal["local", "remote", "cloud"]
+
+
+class StrictModel(BaseModel):
+    """Refuses unknown keys and checks values on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MasterConfig(StrictModel):
+    """How the master itself takes part."""
+
+    participate: bool = Field(True, description="Render a share on the master too; false = only orchestrate and collect.")
+    host: str = Field("", description="The master's address as workers would see it (informational; workers never call back).")
+    cuda_device: int | None = Field(None, ge=0, description="The GPU the master uses; first-launch discovery skips it.")
+
+
+class Settings(StrictModel):
+    """Behaviour settings shared by every job."""
+
+    worker_timeout: float = Field(
+        30.0, gt=0, le=3600,
+        description="Seconds a worker running a share may stay silent (no progress, no heartbeat) before its share is re-run elsewhere.",
+    )
+    assign_timeout: float = Field(
+        120.0, gt=0, le=86400,
+        description="Seconds a share may wait for a worker able to run it; then the master renders it, "
+                    "if it takes part, or the prompt fails.",
+    )
+    health_interval: float = Field(2.0, ge=0.2, le=300, description="Seconds between health checks of an online worker.")
+    auto_launch: bool = Field(False, description="Start enabled local workers together with the master.")
+    stop_workers_on_exit: bool = Field(True, description="Stop local workers when the master exits.")
+    distributed_queue: bool = Field(
+        False,
+        description="Run queued prompts that hold no collector whole on the first free participant, in list order (SwarmUI style).",
+    )
+
+
+class WorkerConfig(StrictModel):
+    """One worker ComfyUI, as stored in workers.json."""
+
+    id: str = Field(pattern=WORKER_ID_PATTERN, description="Stable identifier used by the API.")
+    name: str = Field(min_length=1, max_length=100)
+    type: WorkerType = "remote"
+    host: str = Field("127.0.0.1", min_length=1, max_length=253)
+    port: Port | None = Field(None, description="Required for local and remote workers.")
+    url: str | None = Field(None, description="Cloud workers: full http(s) URL, e.g. a pod proxy or tunnel address.")
+    enabled: bool = True
+    cuda_device: int | None = Field(None, ge=0, description="Local workers: the GPU index given as CUDA_VISIBLE_DEVICES.")
+    extra_args: str = Field("", max_length=2000, description="Local workers: extra ComfyUI command-line arguments.")
+    auth_token: str | None = Field(
+        None, max_length=4096,
+        description="Sent as `Authorization: Bearer <token>` on every request and the websocket (a worker behind an auth proxy).",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers sent on every request and the websocket (e.g. a tunnel's access keys).",
+    )
+    tls_verify: bool = Field(True, description="Verify the worker's TLS certificate. Turning this off is logged and shown as a warning.")
+    tls_ca_file: str | None = Field(
+        None, max_length=4096, description="Path of a PEM CA bundle trusted for this worker, for self-signed or private certificates.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_bare(cls, value: str) -> str:
+        if re.search(r"[/\s]|^[a-z]+:", value):
+            raise ValueError("host must be a bare host name or IP address, without scheme, port or path")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an absolute http:// or https:// address")
+        return value.rstrip("/")
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_is_real(cls, value: str | None) -> str | None:
+        return check_secret(value, "the token") if value else None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_sendable(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+    @model_validator(mode="after")
+    def _address_is_complete(self) -> WorkerConfig:
+        if self.type == "cloud":
+            if self.url is None and self.port is None:
+                raise ValueError("url: a cloud worker needs a url")
+        elif self.port is None:
+            raise ValueError(f"port: a {self.type} worker needs a port")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The address every request to this worker starts with."""
+        if self.url:
+            return self.url
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+class RegistryFile(StrictModel):
+    """The whole of workers.json."""
+
+    version: Literal[1] = REGISTRY_VERSION
+    master: MasterConfig = Field(default_factory=MasterConfig)
+    settings: Settings = Field(default_factory=Settings)
+    workers: list[WorkerConfig] = Field(default_factory=list)
+    local_workers_seeded: bool = Field(
+        False, description="Set once the first launch added one local worker per spare GPU, so deleting them sticks."
+    )
+
+    @model_validator(mode="after")
+    def _ids_and_ports_are_unique(self) -> RegistryFile:
+        ids: set[str] = set()
+        local_ports: dict[int, str] = {}
+        for worker in self.workers:
+            if worker.id in ids:
+                raise ValueError(f"workers: duplicate worker id '{worker.id}'")
+            ids.add(worker.id)
+            if worker.type == "local" and worker.port is not None:
+                if worker.port in local_ports:
+                    raise ValueError(f"workers: local workers '{local_ports[worker.port]}' and '{worker.id}' both use port {worker.port}")
+                local_ports[worker.port] = worker.id
+        return self
+
+    def worker(self, worker_id: str) -> WorkerConfig | None:
+        return next((w for w in self.workers if w.id == worker_id), None)

@@ -1,0 +1,65 @@
+"""The API's request bodies, derived from the saved models so their limits never drift apart.
+
+A body carries the same fields, types and limits (ranges, patterns, lengths) as what workers.json
+stores, without the saved model's cross-field checks: those run once the change is applied to the
+stored worker (so a masked secret can first be replaced by the stored one it stands for).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Annotated, Any
+
+from pydantic import Field, create_model
+
+from .models import MasterConfig, Settings, StrictModel, WorkerConfig
+
+
+def derived_model(
+    model: type[StrictModel],
+    name: str,
+    doc: str,
+    *,
+    optional: Collection[str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> type[StrictModel]:
+    """A body model with `model`'s fields and limits; the fields in `optional` (all when None)
+    become optional with a null default, meaning "not given"."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        loose = optional is None or field_name in optional
+        annotation: Any = info.annotation | None if loose else info.annotation
+        if info.metadata:
+            annotation = Annotated[(annotation, *info.metadata)]
+        description = (descriptions or {}).get(field_name, info.description)
+        if loose:
+            field = Field(None, description=description)
+        elif info.default_factory is not None:
+            field = Field(default_factory=info.default_factory, description=description)
+        elif info.is_required():
+            field = Field(description=description)
+        else:
+            field = Field(info.default, description=description)
+        fields[field_name] = (annotation, field)
+    return create_model(name, __base__=StrictModel, __doc__=doc, __module__=__name__, **fields)
+
+
+WorkerCreate = derived_model(
+    WorkerConfig, "WorkerCreate", "POST /distributed/workers. The id is derived from the name when left out.", optional=("id",),
+)
+WorkerPatch = derived_model(
+    WorkerConfig, "WorkerPatch", "PATCH /distributed/workers/{id}: only the fields given change.",
+    descriptions={
+        "auth_token": "A masked value (as GET returns it) keeps the stored token; null removes it.",
+        "headers": "Masked values keep the stored ones; headers left out are removed.",
+    },
+)
+MasterPatch = derived_model(MasterConfig, "MasterPatch", "The master's fields to change.")
+SettingsPatch = derived_model(Settings, "SettingsPatch", "The settings to change.")
+
+
+class ConfigPatch(StrictModel):
+    """PATCH /distributed/config: master and settings, each field optional."""
+
+    master: MasterPatch | None = None  # type: ignore[valid-type]
+    settings: SettingsPatch | None = None  # type: ignore[valid-type]

@@ -1,0 +1,42 @@
+"""What the jobs stage needs from the stages below it, as small protocols.
+
+The dispatcher and the distributed queue depend on these, not on the classes behind them: the
+composition root wires in the real share runner (transport/runner.py) and health monitor
+(workers/health.py), and the unit tests fakes that answer at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ..config.models import WorkerConfig
+from ..shares import ShareOutput, ShareProgress, ShareWork
+from ..workers.status import WorkerStatus
+
+Clock = Callable[[], float]
+"""Seconds on a monotonic clock (time.monotonic)."""
+
+
+class ShareRunning(Protocol):
+    """Runs one share on one worker and returns each collector's output."""
+
+    async def run(
+        self, work: ShareWork, worker: WorkerConfig, share_index: int, on_progress: Callable[[ShareProgress], None],
+    ) -> dict[str, ShareOutput]:
+        """Raises WorkerUnavailable (naming the worker and why) when the worker cannot deliver."""
+        ...
+
+
+class WorkerAvailability(Protocol):
+    """Which workers answer now."""
+
+    def status(self, worker_id: str) -> WorkerStatus: ...
+
+    async def check(self, worker: WorkerConfig) -> WorkerStatus:
+        """Asks the worker now, and records the answer."""
+        ...
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Returns after the next change of any worker's status, or after `timeout` seconds."""
+        ...

@@ -1,0 +1,62 @@
+"""ComfyUI's on-prompt hook: every POST /prompt passes here before ComfyUI validates and queues it.
+
+A prompt holding a collector is planned into a job and each collector is tagged with the job's id;
+with the distributed queue on, a prompt without one is held and a proxy is queued in its place. The
+hook does no network work: a job starts when the master begins executing its collector. Runs on
+the server loop, for every client of /prompt, so API users are distributed too.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ..config.registry import Registry
+from .dispatch import Dispatcher
+from .plan import JOB_INPUT, has_collector, is_collector, slice_latents
+from .router import PromptRouter, image_outputs
+
+logger = logging.getLogger(__name__)
+
+
+class PromptHook:
+    """Tags prompts for the dispatcher, or routes them whole; `is_output_node` asks ComfyUI."""
+
+    def __init__(self, registry: Registry, dispatcher: Dispatcher, router: PromptRouter,
+                 is_output_node: Callable[[str], bool]) -> None:
+        self._registry = registry
+        self._dispatcher = dispatcher
+        self._router = router
+        self._is_output_node = is_output_node
+
+    def __call__(self, json_data: dict[str, Any]) -> dict[str, Any]:
+        """Plans prompts holding a collector and tags them with a job. The prompt id is fixed here
+        (ComfyUI keeps one given in the request) so the job can name its prompt."""
+        prompt = json_data.get("prompt")
+        if not isinstance(prompt, dict):
+            return json_data
+        if not has_collector(prompt):
+            return self._route_whole(json_data, prompt)
+        prompt_id = str(json_data.setdefault("prompt_id", str(uuid.uuid4())))
+        job = self._dispatcher.register(prompt, prompt_id)
+        for node in prompt.values():
+            if is_collector(node) and isinstance(node.get("inputs"), dict):
+                node["inputs"][JOB_INPUT] = job.job_id
+        if job.plan is not None and job.master_batch is not None:
+            slice_latents(prompt, job.plan.latent_nodes, job.master_batch)
+        return json_data
+
+    def _route_whole(self, json_data: dict[str, Any], prompt: dict[str, Any]) -> dict[str, Any]:
+        """Distributed queue: the prompt is held here and a proxy is queued on the master instead."""
+        if not self._registry.snapshot().settings.distributed_queue:
+            return json_data
+        outputs = image_outputs(prompt, self._is_output_node)
+        if outputs is None:
+            logger.info("Distributed queue: a prompt whose outputs are not all images runs on the master")
+            return json_data
+        prompt_id = str(json_data.setdefault("prompt_id", str(uuid.uuid4())))
+        json_data["prompt"] = self._router.submit(prompt, prompt_id, outputs)
+        json_data.pop("partial_execution_targets", None)  # they name nodes of the original graph
+        return json_data

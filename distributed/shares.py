@@ -1,0 +1,99 @@
+"""The data types both ends of a share need: what to run, which slice of a batch, what came back.
+
+They sit at the bottom of the package so that `jobs/` (which plans and schedules shares) and
+`transport/` (which runs one share on one worker) agree on them without importing each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+PRECISIONS = ("uint8", "float16", "float32")
+"""How images travel from a worker that runs this extension: uint8 is what a PNG holds; the floats
+keep the worker's values unquantised."""
+
+
+@dataclass(frozen=True)
+class BatchSlice:
+    """Images [start, start + length) of the single-instance batch."""
+
+    start: int
+    length: int
+
+    def as_json(self) -> dict[str, int]:
+        return {"start": self.start, "length": self.length}
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """One share's audio: ComfyUI's AUDIO as numpy, a float32 waveform [batch, channels, samples]."""
+
+    waveform: np.ndarray
+    sample_rate: int
+
+
+ShareOutput = np.ndarray | AudioClip
+"""What one share delivers for one collector: an image batch [B, H, W, C] in 0..1, or a clip."""
+
+
+@dataclass(frozen=True)
+class ShareWork:
+    """Everything a worker needs to render one share, and how its outputs must come back."""
+
+    prompt: dict[str, dict[str, Any]]
+    """The share's prompt, in ComfyUI's API format, holding only stock nodes."""
+    collector_ids: tuple[str, ...]
+    """The nodes whose outputs are the share's results (they keep the collectors' node ids)."""
+    audio_ids: tuple[str, ...] = ()
+    """Those of `collector_ids` that deliver audio; the rest deliver images."""
+    precisions: dict[str, str] = field(default_factory=dict)
+    """Collector node id -> how its images travel from a worker with this extension (PRECISIONS)."""
+
+
+@dataclass(frozen=True)
+class ShareProgress:
+    """Where a running share stands on its worker: step `value` of `max` in `node`."""
+
+    value: int
+    max: int
+    node: str | None = None
+
+    @classmethod
+    def of(cls, value: Any, maximum: Any, node: Any) -> ShareProgress:
+        """From a worker's progress event, whose fields are not to be trusted."""
+        steps = maximum if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum > 0 else 1
+        done = value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return cls(min(max(done, 0), steps), steps, str(node)[:100] if node is not None else None)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"value": self.value, "max": self.max, "node": self.node}
+
+
+class ShareState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass
+class Share:
+    """One unit of a job, rendered by exactly one participant in the end. Lives on the server loop."""
+
+    index: int
+    batch: BatchSlice | None = None
+    """Split mode: the slice of the single-instance batch this share renders."""
+    state: ShareState = ShareState.PENDING
+    participant: str | None = None
+    claimed_at: float | None = None
+    attempts: list[str] = field(default_factory=list)
+    """One line per failed attempt: "worker 'x': cause"."""
+    progress: ShareProgress | None = None
+
+    @property
+    def units(self) -> int:
+        return self.batch.length if self.batch else 1

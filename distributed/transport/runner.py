@@ -1,0 +1,222 @@
+"""Runs one share on one worker: prepare, open its websocket, queue the prompt, watch, fetch the results.
+
+Preparing comes first: the worker's `/object_info` (cached a short while) tells which input files to
+upload (`media`) and whether it has every node class and model file the prompt names (`preflight`);
+a worker that lacks one is refused with WorkerRejected naming them, before anything is queued.
+
+The websocket is opened with our own client id before the prompt is queued, so no event of the run
+can be missed; ComfyUI sends progress only to the client that queued the prompt. Its heartbeat tells
+a frozen or cut-off worker from a long-running node. When the websocket drops while the worker still
+answers HTTP (a proxy or tunnel closing idle or long connections), the share is not given up: the
+worker's `/history` and `/queue` say whether the prompt finished or is still there, and the websocket
+is reopened with the same client id. While the websocket is quiet, `/history` is checked now and then,
+so a finish whose event was lost is still noticed. Whatever ends a share early (an error, the job
+being cancelled, an interrupt on the master), the prompt is removed from the worker in the background.
+
+It serves stock workers and workers that run this extension alike. A worker whose `/object_info`
+lists this extension's sink node gets the fast result path (`sink`, `fetch`): the share ends in the
+sink instead of PreviewImage, and its arrays are streamed in the wire format, uint8 or unquantised
+floats, in the encoding its link calls for. Any other worker keeps the stock PNG path; both kinds
+serve shares of the same job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config.models import WorkerConfig
+from ..config.registry import Registry
+from ..errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
+from ..graph import Prompt
+from ..shares import PRECISIONS, ShareOutput, ShareProgress, ShareWork
+from ..workers.client import WorkerClient
+from ..workers.failures import describe_execution_error
+from ..workers.orphans import ShareOwner
+from ..workers.pool import ClientPool
+from ..workers.stream import EventStream
+from . import fetch, preflight, sink
+from .link import LinkMonitor
+from .media import MediaUploader
+from .object_info import ObjectInfoCache
+
+logger = logging.getLogger(__name__)
+
+HISTORY_SETTLE_SECONDS = 10.0
+QUIET_CHECK_SECONDS = 5.0
+"""A websocket silent this long has `/history` checked, in case the finish event was lost."""
+MAX_RECONNECTS = 5
+RECONNECT_BACKOFF_SECONDS = 0.5
+
+ProgressCallback = Callable[[ShareProgress], None]
+
+
+class ShareRunner:
+    """Runs shares on workers; holds per-worker caches and the background cancellations it sends.
+
+    `owner` names this master and its run in every share's client id, so that a restarted master
+    can find the shares it left behind (`orphans`). `input_dir` is the master's input folder; without
+    it, input files are left to the worker's own.
+    """
+
+    def __init__(self, registry: Registry, clients: ClientPool, owner: ShareOwner, input_dir: Path | None = None) -> None:
+        self._registry = registry
+        self._clients = clients
+        self._owner = owner
+        self._object_info = ObjectInfoCache()
+        self._media = MediaUploader(input_dir)
+        self._cleanups: set[asyncio.Task] = set()
+        """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
+        self.links = LinkMonitor()
+
+    def link_report(self) -> dict[str, dict[str, Any]]:
+        """worker_id -> {"encoding", "reason", "bandwidth_bytes_per_s"} for fast-path workers fetched from."""
+        return self.links.report()
+
+    async def run(self, work: ShareWork, worker: WorkerConfig, share_index: int, on_progress: ProgressCallback) -> dict[str, ShareOutput]:
+        """Queues a share's prompt on a worker, watches it, and fetches its output per collector.
+
+        Images travel from a worker with this extension in the precision `work` asks for (uint8 when
+        not said); stock workers always send PNG, and cannot send audio.
+        """
+        client = self._clients.client(worker)
+        prompt = work.prompt
+        collector_ids = work.collector_ids
+        fast = await self.has_fast_path(client)
+        if work.audio_ids and not fast:
+            raise WorkerRejected(client.name, "returns audio only when it runs ComfyUI Distributed GPU too (it lacks "
+                                              f"{sink.SINK_CLASS}); install the extension on it to give it audio shares")
+        if fast:
+            dtype = max((work.precisions.get(node_id, sink.DEFAULT_PRECISION) for node_id in collector_ids), key=PRECISIONS.index)
+            prompt = sink.sink_prompt(prompt, collector_ids, work.precisions, self.links.choose(client.worker.id, dtype))
+        prompt = await self.prepare(prompt, client)
+        client_id = self._owner.client_id(share_index)
+        heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
+        prompt_id: str | None = None
+        try:
+            async with client.events(client_id, heartbeat) as stream:
+                prompt_id = await client.submit(prompt, client_id)
+                finished = await self._watch_or_drop(client, stream, prompt_id, on_progress)
+            reconnects = 0
+            while finished is not None:
+                if await self._reconcile(client, prompt_id, finished, heartbeat):
+                    break
+                reconnects += 1
+                if reconnects > MAX_RECONNECTS:
+                    raise WorkerLost(client.name, f"websocket dropped {reconnects} times during one share: {finished.cause}")
+                logger.info("Websocket to %s dropped mid-run (%s); reconnecting", client.name, finished.cause)
+                await asyncio.sleep(RECONNECT_BACKOFF_SECONDS * (reconnects - 1))
+                try:
+                    async with client.events(client_id, heartbeat) as stream:
+                        finished = await self._watch_or_drop(client, stream, prompt_id, on_progress)
+                except WorkerUnavailable as error:
+                    finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
+            entry = await self._settled_history(client, prompt_id)
+            if fast:
+                return await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, work.audio_ids)
+            return await fetch.fetch_outputs(client, entry, collector_ids)
+        except BaseException:
+            if prompt_id is not None:
+                cleanup = asyncio.ensure_future(client.cancel(prompt_id))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
+            raise
+
+    async def prepare(self, prompt: Prompt, client: WorkerClient) -> Prompt:
+        """The share's prompt as this worker must get it: input files uploaded, file names in its spelling.
+
+        Raises WorkerRejected naming every node class and file the worker lacks. A miss seen in cached
+        object info is checked again against a fresh copy (a model may have been added meanwhile).
+        """
+        info, cached = await self._object_info.get(client)
+        review = preflight.review(prompt, info.info)
+        if review.problem() and cached:
+            info, _ = await self._object_info.get(client, fresh=True)
+            review = preflight.review(prompt, info.info)
+        problem = review.problem()
+        if problem:
+            raise WorkerRejected(client.name, problem)
+        return await self._media.prepare(review.prompt, info.info, info.fetched_at, client)
+
+    async def has_fast_path(self, client: WorkerClient) -> bool:
+        """Whether the worker runs this extension too (its object info, cached, lists the sink node)."""
+        info, _ = await self._object_info.get(client)
+        return sink.SINK_CLASS in info.info
+
+    async def _watch_or_drop(
+        self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback
+    ) -> WorkerLost | None:
+        """Follows the run until it ends (None) or the websocket is lost (the WorkerLost, to reconcile)."""
+        try:
+            await self._watch(client, stream, prompt_id, on_progress)
+        except WorkerLost as error:
+            return error
+        return None
+
+    async def _watch(self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback) -> None:
+        while True:
+            message = await stream.receive(QUIET_CHECK_SECONDS)
+            if message is None:
+                if await self._finished_in_history(client, prompt_id) is not None:
+                    return
+                continue
+            owner = message.data.get("prompt_id")
+            if owner is not None and owner != prompt_id:
+                continue
+            if message.type == "execution_error":
+                raise WorkerFailed(client.name, describe_execution_error(message.data))
+            if message.type == "execution_interrupted":
+                raise WorkerFailed(client.name, "the run was interrupted on the worker")
+            if message.type == "executing" and owner == prompt_id and message.data.get("node") is None:
+                return  # sent once the history entry is written; execution_success comes just before it
+            if message.type == "progress":
+                on_progress(ShareProgress.of(message.data.get("value"), message.data.get("max"), message.data.get("node")))
+            elif message.type == "executing" and message.data.get("node") is not None:
+                on_progress(ShareProgress.of(0, 1, message.data.get("node")))
+
+    async def _reconcile(self, client: WorkerClient, prompt_id: str, lost: WorkerLost, read_timeout: float) -> bool:
+        """After a websocket drop: True when the prompt finished, False when it is still queued there.
+
+        Raises `lost` itself when the worker does not answer HTTP either (it froze or died, which is
+        what the heartbeat said), and WorkerLost when the worker no longer knows the prompt.
+        """
+        try:
+            if await self._finished_in_history(client, prompt_id, read_timeout, strict=True) is not None:
+                return True
+            if prompt_id in await client.queued_prompt_ids(read_timeout):
+                return False
+            if await self._finished_in_history(client, prompt_id, read_timeout, strict=True) is not None:
+                return True
+        except WorkerUnavailable:
+            raise lost from None
+        raise WorkerLost(client.name, f"lost the prompt after its websocket dropped ({lost.cause}); was it restarted?")
+
+    async def _finished_in_history(self, client: WorkerClient, prompt_id: str, read_timeout: float | None = None,
+                                   strict: bool = False) -> dict | None:
+        try:
+            entry = await client.history(prompt_id, read_timeout) if read_timeout else await client.history(prompt_id)
+        except WorkerUnavailable:
+            if strict:
+                raise
+            return None
+        return entry if entry and entry.get("status", {}).get("completed") is not None else None
+
+    async def _settled_history(self, client: WorkerClient, prompt_id: str) -> dict:
+        """The history entry; ComfyUI writes it just after it reports success, so wait briefly."""
+        deadline = time.monotonic() + HISTORY_SETTLE_SECONDS
+        while True:
+            entry = await client.history(prompt_id)
+            if entry is not None:
+                status = entry.get("status") or {}
+                if status.get("status_str") == "error" or status.get("completed") is False:
+                    messages = [m for m in status.get("messages", []) if isinstance(m, list) and m and m[0] == "execution_error"]
+                    cause = describe_execution_error(messages[0][1]) if messages else "the run ended with an error"
+                    raise WorkerFailed(client.name, cause)
+                return entry
+            if time.monotonic() > deadline:
+                raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")
+            await asyncio.sleep(0.05)
