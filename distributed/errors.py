@@ -89,3 +89,9 @@ class ProcessError(DistributedError):
 
 class JobFailed(DistributedError):
     """Raised when a share could not be delivered by any participant; the prompt fails with it."""
+
+
+def error_body(message: str, field: str | None = None) -> dict[str, str | None]:
+    """The one JSON shape of every error this extension answers over HTTP: `field` names the bad
+    input (a dotted path such as "workers.0.port"), or is null."""
+    return {"error": message, "field": field}

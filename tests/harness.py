@@ -7,6 +7,7 @@ never wipe or lock each other. The master gets this extension; workers get only 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -53,9 +54,26 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         value = predicate()
         if value:
             return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message or predicate}")
+        _check_deadline(deadline, timeout, message or predicate)
         time.sleep(interval)
+
+
+async def wait_until_async(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, message: str = "",
+                           blocking: bool = False) -> Any:
+    """`wait_until` for async tests: the loop keeps running while it waits. A `blocking` predicate
+    (HTTP, psutil) is called in a thread."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await asyncio.to_thread(predicate) if blocking else predicate()
+        if value:
+            return value
+        _check_deadline(deadline, timeout, message or predicate)
+        await asyncio.sleep(interval)
+
+
+def _check_deadline(deadline: float, timeout: float, waiting_for: object) -> None:
+    if time.monotonic() > deadline:
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {waiting_for}")
 
 
 def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:

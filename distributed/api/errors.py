@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import ConfigError, DistributedError, ProcessError, RegistryConflict, UnknownWorker, WorkerUnavailable
+from ..errors import ConfigError, DistributedError, ProcessError, RegistryConflict, UnknownWorker, WorkerUnavailable, error_body
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -25,7 +25,7 @@ STATUS_BY_ERROR: list[tuple[type[DistributedError], int]] = [
 
 
 def error_response(status: int, message: str, field: str | None = None) -> web.Response:
-    return web.json_response({"error": message, "field": field}, status=status)
+    return web.json_response(error_body(message, field), status=status)
 
 
 def status_of(error: DistributedError) -> int:

@@ -2,7 +2,7 @@
 
 The dispatcher and the distributed queue depend on these, not on the classes behind them: the
 composition root wires in the real share runner (transport/runner.py) and health monitor
-(workers/health.py), and the unit tests fakes that answer at once.
+(workers/health.py); the unit tests wire in fakes that answer at once.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from aiohttp import web
 
+from ..errors import error_body
 from . import wire
 
 log = logging.getLogger(__name__)
@@ -151,10 +152,8 @@ def make_results_handler(store: ResultStore, *, chunk_size: int = wire.DEFAULT_C
             return _missing(prompt_id, node_id)
         encoding = request.query.get("encoding", entry.encoding_hint)
         if encoding not in wire.ENCODINGS:
-            return web.json_response(
-                {"error": f"unknown encoding '{encoding}' (known: {', '.join(wire.ENCODINGS)})", "field": "encoding"},
-                status=400,
-            )
+            return web.json_response(error_body(f"unknown encoding '{encoding}' (known: {', '.join(wire.ENCODINGS)})", "encoding"),
+                                     status=400)
         response = web.StreamResponse(
             headers={
                 "Content-Type": WIRE_CONTENT_TYPE,
@@ -193,6 +192,6 @@ async def _stream(response: web.StreamResponse, pieces: Generator[bytes | memory
 
 def _missing(prompt_id: str, node_id: str) -> web.Response:
     return web.json_response(
-        {"error": f"no result for prompt '{prompt_id}' node '{node_id}' (never stored, already fetched or expired)", "field": None},
+        error_body(f"no result for prompt '{prompt_id}' node '{node_id}' (never stored, already fetched or expired)"),
         status=404,
     )

@@ -19,7 +19,7 @@ import torch
 
 from distributed.config.models import WorkerConfig
 from distributed.config.registry import Registry
-from distributed.shares import Share
+from distributed.shares import ShareWork
 from distributed.transport.runner import ShareRunner
 from distributed.transport.sink import RESULT_UI_KEY, SINK_CLASS
 from distributed.workers.orphans import ShareOwner
@@ -61,17 +61,17 @@ def expected_noise(seed: int, batch: int, height: int, width: int) -> np.ndarray
 
 
 def as_png_would_quantise(images: np.ndarray) -> np.ndarray:
-    """PreviewImage's quantisation, then the master's decode (gather.decode_png)."""
+    """PreviewImage's quantisation, then the master's decode (transport/fetch.py decode_png)."""
     return np.clip(255.0 * images, 0, 255).astype(np.uint8).astype(np.float32) / np.float32(255.0)
 
 
 async def run_share(worker: ComfyInstance, prompt: dict, collector: str, precision: str, tmp_path: Path) -> np.ndarray:
-    runner = ShareRunner(Registry(tmp_path / "workers.json"), ShareOwner("fastpathtest"))
     pool = ClientPool()
-    client = pool.client(WorkerConfig(id="fast", name="Worker fast", port=worker.port))
+    runner = ShareRunner(Registry(tmp_path / "workers.json"), pool, ShareOwner("fastpathtest"))
+    worker_config = WorkerConfig(id="fast", name="Worker fast", port=worker.port)
     try:
         async with asyncio.timeout(120):
-            results = await runner.run(prompt, (collector,), Share(1), client, lambda: None, precisions={collector: precision})
+            results = await runner.run(ShareWork(prompt, (collector,), precisions={collector: precision}), worker_config, 1, lambda _: None)
     finally:
         await pool.close()
     return results[collector]

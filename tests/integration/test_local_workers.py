@@ -6,6 +6,7 @@ must die by SIGKILL is a separate Python process running the manager.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -13,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
@@ -21,10 +22,11 @@ import pytest
 
 from distributed.config.models import WorkerConfig
 from distributed.errors import ProcessError
+from distributed.workers.local.arguments import ArgumentReader
 from distributed.workers.local.command import MasterLayout
 from distributed.workers.local.manager import LocalWorkerManager, RestartPolicy
 from distributed.workers.status import WorkerState
-from tests.harness import PROJECT_DIR, ComfyInstance, comfyui_python, comfyui_root, free_port, http_json
+from tests.harness import PROJECT_DIR, ComfyInstance, comfyui_python, comfyui_root, free_port, http_json, wait_until_async
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills processes with SIGKILL")
 
@@ -52,15 +54,6 @@ class StateLog:
                         return error
                 self._changed.clear()
                 await self._changed.wait()
-
-
-async def until(predicate: Callable[[], object], timeout: float, message: str) -> None:
-    """Polls a condition until a deadline, without blocking the loop."""
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(predicate):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
-        await asyncio.sleep(0.2)
 
 
 def _alive(pid: int) -> bool:
@@ -98,9 +91,14 @@ def reaper() -> Iterator[list[int]]:
 
 
 @pytest.fixture
-async def manager(layout: MasterLayout, tmp_path: Path, states: StateLog) -> AsyncIterator[LocalWorkerManager]:
+def reader(comfy_parser: argparse.ArgumentParser) -> ArgumentReader:
+    return ArgumentReader(comfy_parser)
+
+
+@pytest.fixture
+async def manager(layout: MasterLayout, tmp_path: Path, states: StateLog, reader: ArgumentReader) -> AsyncIterator[LocalWorkerManager]:
     manager = LocalWorkerManager(
-        layout, tmp_path / "state", states, lease_timeout=LEASE_TIMEOUT, ready_timeout=STARTUP,
+        layout, tmp_path / "state", reader, states, lease_timeout=LEASE_TIMEOUT, ready_timeout=STARTUP,
         restart_policy=RestartPolicy(max_restarts=2, window=600, base_delay=0.5),
     )
     await manager.start()
@@ -169,9 +167,11 @@ async def test_a_sigkilled_worker_is_restarted(manager: LocalWorkerManager, stat
     assert status.pid not in (None, first_pid) and status.restarts == 1
 
 
-async def test_a_worker_crashing_past_the_restart_limit_ends_in_error(layout: MasterLayout, tmp_path: Path, states: StateLog) -> None:
+async def test_a_worker_crashing_past_the_restart_limit_ends_in_error(
+    layout: MasterLayout, tmp_path: Path, states: StateLog, reader: ArgumentReader
+) -> None:
     manager = LocalWorkerManager(
-        layout, tmp_path / "state", states, lease_timeout=LEASE_TIMEOUT, restart_policy=RestartPolicy(max_restarts=0)
+        layout, tmp_path / "state", reader, states, lease_timeout=LEASE_TIMEOUT, restart_policy=RestartPolicy(max_restarts=0)
     )
     worker = _worker("fragile")
     try:
@@ -188,9 +188,9 @@ async def test_a_worker_crashing_past_the_restart_limit_ends_in_error(layout: Ma
 
 
 async def test_a_clean_exit_without_stop_workers_on_exit_leaves_workers_running(
-    layout: MasterLayout, tmp_path: Path, states: StateLog, reaper: list[int]
+    layout: MasterLayout, tmp_path: Path, states: StateLog, reaper: list[int], reader: ArgumentReader
 ) -> None:
-    keeping = LocalWorkerManager(layout, tmp_path / "state", states, stop_on_exit=lambda: False, lease_timeout=LEASE_TIMEOUT)
+    keeping = LocalWorkerManager(layout, tmp_path / "state", reader, states, stop_on_exit=lambda: False, lease_timeout=LEASE_TIMEOUT)
     worker = _worker("kept")
     await keeping.launch(worker)
     await states.reached(worker.id, WorkerState.ONLINE)
@@ -199,7 +199,8 @@ async def test_a_clean_exit_without_stop_workers_on_exit_leaves_workers_running(
 
     await keeping.close()
     closed_at = time.monotonic()
-    await until(lambda: time.monotonic() > closed_at + 2 * LEASE_TIMEOUT or not _alive(pid), 4 * LEASE_TIMEOUT, "the lease deadline")
+    await wait_until_async(lambda: time.monotonic() > closed_at + 2 * LEASE_TIMEOUT or not _alive(pid), 4 * LEASE_TIMEOUT,
+                           interval=0.2, message="the lease deadline", blocking=True)
 
     assert _alive(pid)
     assert json.loads(keeping.lease_file.read_text())["hold"] is True
@@ -218,15 +219,15 @@ async def test_a_taken_port_is_reported_before_launch(manager: LocalWorkerManage
     assert not (tmp_path / "state" / "workers" / worker.id / "worker.log").exists()
 
 
-async def test_an_unknown_flag_ends_in_error_with_the_log_lines(manager: LocalWorkerManager, states: StateLog) -> None:
-    worker = _worker("badargs", extra_args="--cpu --no-such-flag 'two words'")
+async def test_flags_comfyui_refuses_together_end_in_error_with_the_log_lines(manager: LocalWorkerManager, states: StateLog) -> None:
+    worker = _worker("badargs", extra_args="--cpu --cache-classic --cache-none")
     await manager.launch(worker)
 
     error = await states.reached(worker.id, WorkerState.ERROR)
 
     assert error is not None and "exited during startup" in error
-    assert "unrecognized arguments: --no-such-flag two words" in error
-    assert any("unrecognized arguments" in line for line in await manager.log_tail(worker.id, 50))
+    assert "not allowed with argument --cache-classic" in error
+    assert any("not allowed with argument" in line for line in await manager.log_tail(worker.id, 50))
 
 
 # --- a master in another process --------------------------------------------------------------
@@ -235,13 +236,16 @@ MASTER_SCRIPT = """
 import asyncio, json, sys
 from pathlib import Path
 sys.path.insert(0, {project!r})
+sys.path.append({comfyui!r})
+from comfy.cli_args import parser
 from distributed.config.models import WorkerConfig
+from distributed.workers.local.arguments import ArgumentReader
 from distributed.workers.local.manager import LocalWorkerManager
 from distributed.workers.local.command import MasterLayout
 
 async def main():
     layout = MasterLayout(main_py=Path({main_py!r}), base_directory=Path({base!r}))
-    manager = LocalWorkerManager(layout, Path({state!r}), lease_timeout={lease_timeout!r})
+    manager = LocalWorkerManager(layout, Path({state!r}), ArgumentReader(parser), lease_timeout={lease_timeout!r})
     await manager.start()
     status = await manager.launch(WorkerConfig.model_validate_json({worker!r}))
     Path({pid_file!r}).write_text(json.dumps(status.pid))
@@ -264,15 +268,17 @@ async def _master_with_a_worker(
     """Starts a master process that launches `worker`; returns it and the worker's pid once online."""
     pid_file = tmp_path / "worker.pid"
     script = MASTER_SCRIPT.format(
-        project=str(PROJECT_DIR), main_py=str(layout.main_py), base=str(layout.base_directory), state=str(tmp_path / "state"),
+        project=str(PROJECT_DIR), comfyui=str(comfyui_root()), main_py=str(layout.main_py), base=str(layout.base_directory),
+        state=str(tmp_path / "state"),
         lease_timeout=LEASE_TIMEOUT, worker=worker.model_dump_json(), pid_file=str(pid_file),
     )
     master = await asyncio.to_thread(subprocess.Popen, [comfyui_python(), "-c", script], start_new_session=True)
     reaper.append(master.pid)
-    await until(pid_file.exists, 30, "the master to launch its worker")
+    await wait_until_async(pid_file.exists, 30, interval=0.2, message="the master to launch its worker", blocking=True)
     worker_pid = json.loads(pid_file.read_text())
     reaper.append(worker_pid)
-    await until(lambda: not _alive(worker_pid) or _answers(worker.base_url), STARTUP, "the worker to answer")
+    await wait_until_async(lambda: not _alive(worker_pid) or _answers(worker.base_url), STARTUP,
+                           interval=0.2, message="the worker to answer", blocking=True)
     assert _alive(worker_pid), (tmp_path / "state" / "workers" / worker.id / "worker.log").read_text()
     return master, worker_pid
 
@@ -283,7 +289,8 @@ async def test_a_worker_exits_after_its_master_is_sigkilled(tmp_path: Path, layo
     master.kill()
     await asyncio.to_thread(master.wait, 10)
 
-    await until(lambda: not _alive(worker_pid), LEASE_TIMEOUT + 10, "the worker's watchdog to end it")
+    await wait_until_async(lambda: not _alive(worker_pid), LEASE_TIMEOUT + 10,
+                           interval=0.2, message="the worker's watchdog to end it", blocking=True)
 
 
 async def test_a_restarted_master_adopts_its_running_worker(
@@ -295,14 +302,15 @@ async def test_a_restarted_master_adopts_its_running_worker(
     await asyncio.to_thread(master.wait, 10)
     killed_at = time.monotonic()
 
-    successor = LocalWorkerManager(layout, tmp_path / "state", states, lease_timeout=LEASE_TIMEOUT)
+    successor = LocalWorkerManager(layout, tmp_path / "state", reader, states, lease_timeout=LEASE_TIMEOUT)
     await successor.start([worker])
     try:
         await states.reached(worker.id, WorkerState.ONLINE, timeout=30)
         assert (await successor.launch(worker)).pid == worker_pid  # no duplicate
         # The lease the killed master left would have expired by now; the successor's keeps it alive.
         old_deadline = killed_at + 2 * LEASE_TIMEOUT
-        await until(lambda: time.monotonic() > old_deadline or not _alive(worker_pid), 4 * LEASE_TIMEOUT, "the old lease deadline")
+        await wait_until_async(lambda: time.monotonic() > old_deadline or not _alive(worker_pid), 4 * LEASE_TIMEOUT,
+                               interval=0.2, message="the old lease deadline", blocking=True)
         assert _alive(worker_pid)
         assert successor.status(worker.id).pid == worker_pid
     finally:

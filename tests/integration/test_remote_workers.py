@@ -24,7 +24,7 @@ from PIL import Image
 
 from distributed.config.models import WorkerConfig
 from distributed.config.registry import Registry
-from distributed.shares import Share
+from distributed.shares import ShareWork
 from distributed.transport.runner import ShareRunner
 from distributed.workers.orphans import ShareOwner
 from distributed.workers.pool import ClientPool
@@ -180,16 +180,16 @@ async def test_input_image_is_uploaded_once_across_three_runs(cluster: Cluster, 
     pixels = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(input_dir / "distributed-upload-test.png")
     registry = Registry(tmp_path / "workers.json")
-    runner = ShareRunner(registry, ShareOwner("uploadtest"), input_dir=input_dir)
+    pool = ClientPool()
+    runner = ShareRunner(registry, pool, ShareOwner("uploadtest"), input_dir=input_dir)
     worker = WorkerConfig(id="b", name="Worker b", port=proxy.port)
     prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "distributed-upload-test.png"}},
               "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
-    pool = ClientPool()
     try:
         results = []
         for run in range(3):
             async with asyncio.timeout(60):
-                results.append(await runner.run(prompt, ("2",), Share(run + 1), pool.client(worker), lambda: None))
+                results.append(await runner.run(ShareWork(prompt, ("2",)), worker, run + 1, lambda _: None))
     finally:
         await pool.close()
 

@@ -7,8 +7,6 @@ may arrive in either order; it keeps the higher `revision`. These tests pin that
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from distributed.events import Events
 from distributed.workers.health import HealthMonitor
 from distributed.workers.pool import ClientPool
 from distributed.workers.status import WorkerState, WorkerStatus
-from tests.harness import free_port
+from tests.harness import free_port, wait_until_async
 
 
 class _Pushes:
@@ -138,12 +136,13 @@ async def test_a_check_started_by_a_job_survives_the_monitor_noticing_the_worker
     health, worker = setup.health, setup.worker
     polling = asyncio.ensure_future(health.run())
     try:
-        await _until(lambda: health.status(worker.id).state == WorkerState.DISABLED)
+        await wait_until_async(lambda: health.status(worker.id).state == WorkerState.DISABLED, 10, message="the status to change")
         enabled = worker.model_copy(update={"enabled": True})
         setup.registry.update(lambda current: current.model_copy(update={"workers": [enabled]}))
         check = asyncio.ensure_future(health.check(enabled))
 
-        await _until(lambda: health.status(worker.id).state == WorkerState.UNKNOWN)  # the loop noticed
+        # the loop noticed
+        await wait_until_async(lambda: health.status(worker.id).state == WorkerState.UNKNOWN, 10, message="the status to change")
 
         assert not check.done(), "the job's check was cancelled"
         check.cancel()
@@ -153,9 +152,3 @@ async def test_a_check_started_by_a_job_survives_the_monitor_noticing_the_worker
         await setup.clients.close()
         silent.close()
 
-
-async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
