@@ -78,10 +78,6 @@ class Job:
     task: asyncio.Task | None = None
     last_progress_event: float = 0.0
 
-    @property
-    def is_over(self) -> bool:
-        return self.state in (JobState.DONE, JobState.FAILED)
-
     def remote_share_order(self) -> list[int]:
         return sorted(self.queue.shares)
 

@@ -86,11 +86,6 @@ class Plan:
         digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
         return f"{'split' if self.split else 'share'}-{digest}"
 
-    @property
-    def class_types(self) -> frozenset[str]:
-        """Node classes a worker must have to run a share (seed nodes are removed before sending)."""
-        return frozenset(node["class_type"] for node in self.template.values() if node["class_type"] != SEED_CLASS)
-
     def share_prompt(self, share_index: int, batch: BatchSlice | None = None) -> Prompt:
         """The prompt sent to a worker for one share; a fresh copy each call.
 

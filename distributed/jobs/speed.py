@@ -33,12 +33,6 @@ class SpeedModel:
         fallback = statistics.median(values) if values else 1.0
         return {p: known.get(p, fallback) for p in participants}
 
-    def relative_speeds(self, workflow_key: str, participants: list[str]) -> dict[str, float]:
-        """1.0 for the fastest participant, 0.5 for one taking twice as long."""
-        seconds = self.estimates(workflow_key, participants)
-        fastest = min(seconds.values(), default=1.0)
-        return {p: round(fastest / s, 3) for p, s in seconds.items()}
-
     def latest_relative_speed(self, participant: str) -> float | None:
         """The participant's relative speed at the workflow run last, if it took part in it."""
         known = self._seconds.get(self._latest_key or "", {})

@@ -383,12 +383,6 @@ class Decoder:
         return f"{self._pos} of {self.header.nbytes} bytes decoded"
 
 
-def decode(data: bytes | bytearray | memoryview, source: str = "unknown") -> np.ndarray:
-    """Decodes a whole stream held in memory (tests, small results)."""
-    decoder = Decoder(source)
-    decoder.feed(data)
-    return decoder.result()
-
 
 class ChunkSource(Protocol):
     """What `read_stream` needs from an aiohttp StreamReader."""

@@ -27,4 +27,6 @@ def test_relative_speed_is_one_for_the_fastest() -> None:
     model = SpeedModel()
     model.observe("w", "a", 1.0)
     model.observe("w", "b", 3.0)
-    assert model.relative_speeds("w", ["a", "b"]) == {"a": 1.0, "b": 0.333}
+    assert model.latest_relative_speed("a") == 1.0
+    assert model.latest_relative_speed("b") == 0.333
+    assert model.snapshot()["w"]["b"]["relative_speed"] == 0.333

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from distributed.errors import BadResult
 from distributed.transport import wire
+from tests.unit.wire_stream import decode
 
 
 def stream(array: np.ndarray, encoding: str, chunk_size: int = wire.DEFAULT_CHUNK_SIZE) -> bytes:
@@ -69,14 +70,14 @@ def test_audio_frames_and_masks_round_trip_bit_exact(dtype: str, shape: tuple[in
 
 def test_empty_batch_round_trips() -> None:
     original = np.zeros((0, 64, 64, 3), dtype=np.float32)
-    assert_identical(wire.decode(stream(original, "zlib")), original)
+    assert_identical(decode(stream(original, "zlib")), original)
 
 
 def test_zlib_compresses_smooth_images_losslessly() -> None:
     original = smooth_batch((4, 301, 257, 3))
     encoded = stream(original, "zlib", chunk_size=100_000)
     assert len(encoded) < original.nbytes / 4
-    assert_identical(wire.decode(encoded), original)
+    assert_identical(decode(encoded), original)
 
 
 def test_zlib_stores_noise_instead_of_growing_it() -> None:
@@ -88,12 +89,12 @@ def test_smooth_float_images_compress_with_byte_shuffle() -> None:
     original = (smooth_batch((2, 256, 256, 3)) / np.float32(255)).astype(np.float32)
     encoded = stream(original, "zlib")
     assert len(encoded) < original.nbytes / 2
-    assert_identical(wire.decode(encoded), original)
+    assert_identical(decode(encoded), original)
 
 
 def test_big_endian_input_decodes_to_the_same_values() -> None:
     original = random_batch("float32", (2, 5, 7)).astype(">f4")
-    decoded = wire.decode(stream(original, "raw"))
+    decoded = decode(stream(original, "raw"))
     assert np.array_equal(decoded, original)
 
 
@@ -154,7 +155,7 @@ def test_flipped_payload_byte_fails_the_checksum() -> None:
     encoded = bytearray(stream(random_batch("float32", (1, 64, 64, 3)), "raw"))
     encoded[len(encoded) // 2] ^= 0x10
     with pytest.raises(wire.WireError, match="checksum mismatch"):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 @pytest.mark.parametrize("offset", [0.3, 0.5, 0.9])
@@ -162,31 +163,31 @@ def test_flipped_byte_in_compressed_data_is_detected(offset: float) -> None:
     encoded = bytearray(stream(smooth_batch((2, 80, 60, 3)), "zlib", chunk_size=5000))
     encoded[int(len(encoded) * offset)] ^= 0x01
     with pytest.raises(wire.WireError):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 def test_flipped_header_byte_is_refused_before_allocating() -> None:
     encoded = bytearray(stream(random_batch("uint8", (1, 8, 8, 3)), "raw"))
     encoded[13] ^= 0x40
     with pytest.raises(wire.WireError, match="header"):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 def test_bad_magic_is_refused() -> None:
     with pytest.raises(wire.WireError, match="not a result stream"):
-        wire.decode(b'{"error": "not found"}' + bytes(64))
+        decode(b'{"error": "not found"}' + bytes(64))
 
 
 def test_newer_format_version_is_refused_by_name() -> None:
     encoded = bytearray(stream(random_batch("uint8", (1, 2, 2, 3)), "raw"))
     encoded[4] = wire.VERSION + 1
     with pytest.raises(wire.WireError, match="version"):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 def test_bytes_after_the_trailer_are_refused() -> None:
     with pytest.raises(wire.WireError, match="unexpected bytes"):
-        wire.decode(stream(random_batch("uint8", (1, 2, 2, 3)), "raw") + b"x")
+        decode(stream(random_batch("uint8", (1, 2, 2, 3)), "raw") + b"x")
 
 
 def test_unexpected_dtype_is_refused() -> None:
@@ -209,7 +210,7 @@ def test_result_larger_than_the_limit_is_refused_from_the_header() -> None:
 
 def test_wire_error_fails_the_share_over_and_names_the_worker() -> None:
     with pytest.raises(BadResult, match="worker 'gpu-2'"):
-        wire.decode(b"garbage!" * 8, source="gpu-2")
+        decode(b"garbage!" * 8, source="gpu-2")
 
 
 def test_unsupported_dtype_is_refused_when_encoding() -> None:
