@@ -18,8 +18,11 @@ from ..errors import DistributedError
 from ..jobs import collect
 from ..jobs.outcomes import CollectorOutcome
 from ..jobs.plan import JOB_INPUT, MAX_SHARES, PRECISION_INPUT, SHARES_INPUT, SPLIT_INPUT
+from ..jobs.provenance import image_origins
 from ..shares import PRECISIONS, AudioClip
 from .bridge import Interrupted, JobBridge, bound
+from .provenance import ORIGINS
+from .result_sink import comfy_prompt_id
 
 SHARES_OPTION = ("INT", {
     "default": 0, "min": 0, "max": MAX_SHARES,
@@ -211,9 +214,21 @@ def wait_for_shares(bridge: JobBridge, job_id: str, collector_id: str, master_sh
 
 def join(bridge: JobBridge, job_id: str, collector_id: str, kind: str, outcome: CollectorOutcome, mine: Any) -> Any:
     """The master's part, then every share's, as one batch; the job then lets go of them."""
-    joined = join_audio(outcome, mine) if kind == "audio" else join_images(outcome, mine)
+    if kind == "audio":
+        joined = join_audio(outcome, mine)
+    else:
+        joined = join_images(outcome, mine)
+        record_origins(collector_id, outcome, mine)
     bridge.release_job(job_id, collector_id)
     return joined
+
+
+def record_origins(collector_id: str, outcome: CollectorOutcome, images: torch.Tensor | None) -> None:
+    """Notes which share made which image, for Save Image (Distributed) further down the prompt."""
+    master = [(0, images.shape[0], outcome.master_batch)] if outcome.master_renders and images is not None else []
+    parts = [(index, batch.shape[0], batch_slice) for (index, batch_slice), (_, batch) in zip(outcome.part_shares, outcome.parts,
+                                                                                              strict=True)]
+    ORIGINS.record(comfy_prompt_id(), collector_id, image_origins(master + parts))
 
 
 def join_images(outcome: CollectorOutcome, images: torch.Tensor | None) -> torch.Tensor:

@@ -198,13 +198,15 @@ class Dispatcher:
         if missing:
             job.held_master_parts[collector_id] = master_part
             graph, last = fallback_graph(job.plan, job.job_id, collector_id, missing)
-            return CollectorOutcome(job.master_renders, (), MasterFallback(graph, last))
+            return CollectorOutcome(job.master_renders, (), fallback=MasterFallback(graph, last))
         return self._joinable(job, collector_id, master_part)
 
     def _joinable(self, job: Job, collector_id: str, master_part: Any) -> CollectorOutcome:
         participants = {index: share.participant for index, share in job.queue.shares.items()}
-        parts = ordered_parts(collector_id, job.remote_share_order(), job.results, participants)
-        return CollectorOutcome(job.master_renders, tuple(parts), master_part=master_part)
+        order = job.remote_share_order()
+        parts = ordered_parts(collector_id, order, job.results, participants)
+        sources = tuple((index, job.queue.shares[index].batch) for index in order)
+        return CollectorOutcome(job.master_renders, tuple(parts), sources, job.master_batch, master_part=master_part)
 
     async def cancel(self, job_id: str, reason: str) -> None:
         job = self._jobs.get(job_id)
