@@ -7,6 +7,7 @@ A local worker loads the master's custom nodes too; there the extension must not
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,24 @@ from ... import nodes
 from ..api.access import guard
 from ..app import DistributedApp
 from ..workers.local.command import WORKER_ID_ENV
+from ..workers.lock import WORKER_TOKEN_ENV, worker_guard, worker_token
 from . import bridge, result_sink
 from .master_layout import read_master_paths
 from .process_tweaks import freeze_startup_heap
 from .prompt_server import ComfyServer
+
+logger = logging.getLogger(__name__)
 
 EXTENSION_DIR = Path(__file__).resolve().parents[2]
 
 
 def start(server: Any) -> tuple[dict[str, type], dict[str, str]]:
     """Installs the extension into ComfyUI's running server; returns the node mappings to export."""
+    token = worker_token(os.environ)
+    if token is not None:
+        # First of all middlewares, before ComfyUI's own: a request without the token learns nothing.
+        server.app.middlewares.insert(0, worker_guard(token))
+        logger.info("%s is set: this ComfyUI answers only requests that carry it", WORKER_TOKEN_ENV)
     # Master or worker alike, this instance can hand its share results to a master the fast way,
     # and ComfyUI's periodic full garbage collection should not stall it (see process_tweaks.py).
     store = result_sink.install(server, guard)

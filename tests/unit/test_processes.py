@@ -347,3 +347,9 @@ async def test_stopping_a_worker_that_is_not_running_answers_offline(api: Api) -
 
     assert response.status == 202
     assert (await response.json())["status"]["state"] == WorkerState.OFFLINE.value
+
+
+def test_a_local_worker_with_a_token_is_locked_with_it_and_never_with_the_masters() -> None:
+    assert "DISTRIBUTED_WORKER_TOKEN" not in worker_env(_worker(), {"DISTRIBUTED_WORKER_TOKEN": "the-masters-own-lock"})
+    locked = worker_env(WorkerConfig(id="w1", name="W", type="local", port=8189, auth_token="worker-token-123456"), {})
+    assert locked["DISTRIBUTED_WORKER_TOKEN"] == "worker-token-123456"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...config.models import WorkerConfig
+from ..lock import WORKER_TOKEN_ENV
 from .arguments import Argument, value_of
 
 LAUNCHER_PATH = Path(__file__).resolve().parent / "launcher.py"
@@ -111,10 +112,17 @@ def worker_command(
 
 
 def worker_env(worker: WorkerConfig, base_env: dict[str, str]) -> dict[str, str]:
-    """The worker's environment: the master's, plus its GPU and an unbuffered log."""
+    """The worker's environment: the master's, plus its GPU and an unbuffered log.
+
+    A worker with an auth token is locked with it (workers/lock.py); the master's own lock, if it
+    has one, is not passed on, since the master would not know to send it.
+    """
     env = dict(base_env)
     env["PYTHONUNBUFFERED"] = "1"
     env[WORKER_ID_ENV] = worker.id
+    env.pop(WORKER_TOKEN_ENV, None)
+    if worker.auth_token:
+        env[WORKER_TOKEN_ENV] = worker.auth_token
     if worker.cuda_device is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(worker.cuda_device)
         # NVML (gpus.py) numbers devices by PCI bus; make CUDA use the same numbering.
