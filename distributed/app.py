@@ -70,7 +70,7 @@ class DistributedApp:
         self.dispatcher = Dispatcher(self.registry, self.health, self.events, self._runner, master_prompt_ended=server.prompt_ended)
         self.router = PromptRouter(self.registry, self.health, self._runner, server.master_queue, server.prompt_ended)
         self.arguments = ArgumentReader(comfy_parser)
-        self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port)
+        self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port, paths.device)
         self.views = RegistryViews(
             self.registry, status_json=lambda worker_id: self.health.status(worker_id).as_json(),
             relative_speed=self.dispatcher.speeds.latest_relative_speed,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from ...config.models import RegistryFile, WorkerConfig
@@ -18,7 +19,7 @@ from ..health import HealthMonitor
 from ..status import WorkerState, WorkerStatus
 from .arguments import ArgumentReader
 from .command import MasterLayout
-from .gpus import discover_gpus, first_launch_workers
+from .gpus import MasterDevice, discover_gpus, first_launch_workers, master_gpu
 from .manager import LocalWorkerManager
 
 logger = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ class LocalFleet:
     """Owns the local worker processes of one master and ties them to the registry and health checks."""
 
     def __init__(self, registry: Registry, health: HealthMonitor, layout: MasterLayout, state_dir: Path,
-                 arguments: ArgumentReader, master_port: int) -> None:
+                 arguments: ArgumentReader, master_port: int, master_device: MasterDevice = MasterDevice()) -> None:
         self._registry = registry
         self._health = health
         self._master_port = master_port
+        self._master_device = master_device
         self.processes = LocalWorkerManager(
             layout, state_dir, arguments, on_state=self._on_process_state,
             stop_on_exit=lambda: registry.snapshot().settings.stop_workers_on_exit,
@@ -70,7 +72,8 @@ class LocalFleet:
         inventory = discover_gpus()
         if inventory.problem:
             return  # retried at the next start, once a driver is there
-        workers = first_launch_workers(inventory.gpus, config.master.cuda_device, {self._master_port})
+        device = replace(self._master_device, configured=config.master.cuda_device)
+        workers = first_launch_workers(inventory.gpus, master_gpu(inventory.gpus, device), {self._master_port})
 
         def seed(current: RegistryFile) -> RegistryFile:
             current.workers.extend(workers)
