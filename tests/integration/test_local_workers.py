@@ -124,7 +124,7 @@ async def test_two_cpu_workers_come_online(manager: LocalWorkerManager, states: 
     for worker in workers:
         status, stats = await asyncio.to_thread(http_json, "GET", worker.base_url + "/system_stats")
         assert status == 200
-        assert "--output-directory" in stats["system"]["argv"]
+        assert any(word.startswith("--output-directory=") for word in stats["system"]["argv"])
 
 
 async def test_a_worker_loads_the_masters_custom_nodes(manager: LocalWorkerManager, states: StateLog) -> None:

@@ -76,13 +76,21 @@ def test_taken_port_is_reported_before_launch(cluster: Cluster) -> None:
     assert status == 409 and "port" in body["error"]
 
 
-def test_bad_extra_args_end_in_an_error_state_with_the_log(cluster: Cluster) -> None:
-    cluster.registry([_local("bad", free_port(), extra_args="--no-such-flag")])
+def test_an_unknown_flag_written_by_hand_is_refused_at_launch_naming_it(cluster: Cluster) -> None:
+    cluster.registry([_local("typo", free_port(), extra_args="--lowvram --no-such-flag")])
+    status, body = _action(cluster, "typo", "launch")
+
+    assert status == 409 and "--no-such-flag is not a ComfyUI flag" in body["error"]
+    assert _state(cluster, "typo")["state"] != "launching"
+
+
+def test_flags_comfyui_refuses_end_in_an_error_state_with_the_log(cluster: Cluster) -> None:
+    cluster.registry([_local("bad", free_port(), extra_args="--cpu --cache-classic --cache-none")])
     status, _ = _action(cluster, "bad", "launch")
     assert status == 202
 
     wait_until(lambda: _state(cluster, "bad")["state"] == "error", 60, message="the error state")
-    assert "--no-such-flag" in _state(cluster, "bad")["error"]
+    assert "not allowed with argument --cache-classic" in _state(cluster, "bad")["error"]
 
 
 def test_launching_a_remote_worker_is_refused(cluster: Cluster) -> None:
