@@ -294,7 +294,7 @@ async def test_a_worker_exits_after_its_master_is_sigkilled(tmp_path: Path, layo
 
 
 async def test_a_restarted_master_adopts_its_running_worker(
-    tmp_path: Path, layout: MasterLayout, states: StateLog, reaper: list[int]
+    tmp_path: Path, layout: MasterLayout, states: StateLog, reaper: list[int], reader: ArgumentReader
 ) -> None:
     worker = _worker("adopted")
     master, worker_pid = await _master_with_a_worker(tmp_path, layout, worker, reaper)
