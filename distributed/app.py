@@ -74,7 +74,7 @@ class DistributedApp:
         self.views = RegistryViews(
             self.registry, status_json=lambda worker_id: self.health.status(worker_id).as_json(),
             relative_speed=self.dispatcher.speeds.latest_relative_speed,
-            result_link=lambda worker_id: self._runner.link_report().get(worker_id),
+            result_link=lambda worker_id: self._runner.link_report().get(worker_id), master_device=server.device,
         )
         self.bridge = JobBridge(server.loop, self.dispatcher, self.router)
         self.registry.subscribe(lambda config: self.events.registry_changed(self.views.snapshot()))

@@ -123,6 +123,7 @@ export class DistributedStore extends EventTarget {
       loadError: null,
       registryError: snapshot.registry_error ?? null,
       master: snapshot.master ?? this.state.master,
+      masterDevice: snapshot.master_device ?? this.state.masterDevice ?? null,
       settings: snapshot.settings ?? this.state.settings,
       workers: snapshot.workers.map((w) => this.withNewestStatus(w)),
     });
@@ -275,6 +276,15 @@ export class DistributedStore extends EventTarget {
   participantName(participant) {
     if (participant === MASTER_PARTICIPANT) return "Master";
     return this.worker(participant)?.name ?? String(participant ?? "unknown");
+  }
+
+  /** What a participant renders on: "gpu", "cpu", or null when it has not said. */
+  deviceKind(participant) {
+    const type = participant === MASTER_PARTICIPANT
+      ? this.state.masterDevice?.type
+      : this.worker(participant)?.status?.devices?.[0]?.type ?? null;
+    if (!type) return null;
+    return type === "cpu" ? "cpu" : "gpu";
   }
 
   isRunParticipant(workerId) {

@@ -17,7 +17,7 @@ from ..graph import Prompt
 from ..jobs.dispatch import Dispatcher
 from ..jobs.outcomes import CollectorOutcome, JobProgress
 from ..jobs.router import PromptRouter, RoutedResult
-from ..shares import ShareOutput
+from ..shares import ShareOutput, ShareProgress
 
 T = TypeVar("T")
 
@@ -74,6 +74,10 @@ class JobBridge:
         """Waits for the workers' shares; the master's own share (`master_part`, of `master_shape`) is done now."""
         waiting = self._dispatcher.collector_outcome(job_id, collector_id, master_shape, master_part)
         return run_on_loop(self._loop, waiting, is_interrupted, on_tick)
+
+    def master_progress(self, job_id: str, progress: ShareProgress) -> None:
+        """Where the master's own share stands (from ComfyUI's progress on this thread); never waits."""
+        self._loop.call_soon_threadsafe(self._dispatcher.master_progress, job_id, progress)
 
     def job_progress(self, job_id: str) -> JobProgress | None:
         """The job's latest progress as the loop published it (no crossing: a thread-safe read)."""

@@ -15,12 +15,14 @@ import comfy.utils
 import torch
 
 from ..errors import DistributedError
+from ..graph import ancestors
 from ..jobs import collect
 from ..jobs.outcomes import CollectorOutcome
 from ..jobs.plan import JOB_INPUT, MAX_SHARES, PRECISION_INPUT, SHARES_INPUT, SPLIT_INPUT
 from ..jobs.provenance import image_origins
 from ..shares import PRECISIONS, AudioClip
 from .bridge import Interrupted, JobBridge, bound
+from .master_progress import follow_master_share
 from .provenance import ORIGINS
 from .result_sink import comfy_prompt_id
 
@@ -95,6 +97,8 @@ class DistributedCollector:
             raise comfy.model_management.InterruptProcessingException() from None
         except DistributedError as error:
             raise as_node_error(self.TITLE, error) from None
+        if master_renders and prompt:
+            follow_master_share(bridge, job_id, ancestors(prompt, [str(unique_id)]))
         return [self.KIND] if master_renders else []
 
     def collect(self, unique_id: str | None = None, prompt: dict | None = None, **inputs: Any) -> Any:

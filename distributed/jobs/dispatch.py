@@ -32,6 +32,7 @@ from ..config.registry import Registry
 from ..errors import JobFailed, PlanError, WorkerLost, WorkerUnavailable
 from ..events import Events
 from ..shares import Share, ShareOutput, ShareProgress, ShareState
+from ..workers.status import WorkerState
 from .collect import ordered_parts
 from .contracts import Clock, ShareRunning, WorkerAvailability
 from .fallback import fallback_graph
@@ -163,6 +164,7 @@ class Dispatcher:
         if job.plan is None or not job.master_renders or job.started_at is None or job.master_state == MasterShareState.DONE:
             return
         job.master_state = MasterShareState.DONE
+        job.master_progress = None
         units = job.master_batch.length if job.master_batch else 1
         self.speeds.observe(job.plan.workflow_key, MASTER, self._clock() - job.started_at, units)
         self._publish(job)
@@ -288,6 +290,13 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
+    def master_progress(self, job_id: str, progress: ShareProgress) -> None:
+        """ComfyUI's progress on the master, for the master's own share of a running job."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.master_state == MasterShareState.RUNNING:
+            job.master_progress = progress
+            self._publish(job, throttle=True)
+
     def _on_progress(self, job: Job, share: Share, progress: ShareProgress) -> None:
         if share.state == ShareState.RUNNING:
             share.progress = progress
@@ -359,9 +368,10 @@ class Dispatcher:
             job.queue.complete(share)
             logger.info("Job %s: share %d delivered by %s", job.job_id, share.index, worker.name)
         elif isinstance(error, WorkerUnavailable):
-            job.queue.give_back(share, worker.id, str(error))
-            logger.warning("Job %s: share %d failed on %s (%s); it will run elsewhere", job.job_id, share.index, worker.name, error.cause)
-            self._events.share_reassigned(job.job_id, share.index, worker.id, error.cause)
+            cause = "stopped by the user" if self._health.status(worker.id).state == WorkerState.STOPPED else error.cause
+            job.queue.give_back(share, worker.id, f"worker '{worker.name}': {cause}")
+            logger.warning("Job %s: share %d failed on %s (%s); it will run elsewhere", job.job_id, share.index, worker.name, cause)
+            self._events.share_reassigned(job.job_id, share.index, worker.id, cause)
         else:
             job.queue.give_back(share, worker.id, f"worker '{worker.name}': unexpected error: {error!r}")
             logger.error("Job %s: share %d on %s raised", job.job_id, share.index, worker.name, exc_info=error)

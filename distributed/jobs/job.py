@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..shares import BatchSlice, ShareOutput
+from ..shares import BatchSlice, ShareOutput, ShareProgress
 from .plan import Plan
 from .scheduler import ShareQueue
 
@@ -59,6 +59,8 @@ class Job:
     master_state: MasterShareState = MasterShareState.WAITING
     master_batch: BatchSlice | None = None
     """Split mode: the slice cut into the master's own prompt, or None."""
+    master_progress: ShareProgress | None = None
+    """Where the master's own share stands, from ComfyUI's progress on the master (whoever queued it)."""
     remote_batches: list[BatchSlice] = field(default_factory=list)
     """Split mode: the slices for workers, in share order."""
     queue: ShareQueue = field(default_factory=lambda: ShareQueue([]))
@@ -84,7 +86,8 @@ class Job:
     def snapshot(self) -> dict[str, Any]:
         """The job as the API and the panel show it."""
         shares = [
-            {"index": 0, "participant": MASTER, "state": self.master_state.value, "attempts": [], "progress": None,
+            {"index": 0, "participant": MASTER, "state": self.master_state.value, "attempts": [],
+             "progress": self.master_progress.as_json() if self.master_progress else None,
              "batch": self.master_batch.as_json() if self.master_batch else None}
         ] if self.master_renders else []
         shares += [

@@ -33,7 +33,7 @@ from ..config.models import WorkerConfig
 from ..config.registry import Registry
 from ..errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
 from ..graph import Prompt
-from ..shares import PRECISIONS, ShareOutput, ShareProgress, ShareWork
+from ..shares import PRECISIONS, NodeCount, ShareOutput, ShareProgress, ShareWork
 from ..workers.client import WorkerClient
 from ..workers.failures import describe_execution_error
 from ..workers.orphans import ShareOwner
@@ -95,12 +95,13 @@ class ShareRunner:
             prompt = sink.sink_prompt(prompt, collector_ids, work.precisions, self.links.choose(client.worker.id, dtype))
         prompt = await self.prepare(prompt, client)
         client_id = self._owner.client_id(share_index)
+        count = NodeCount(len(prompt))
         heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
         prompt_id: str | None = None
         try:
             async with client.events(client_id, heartbeat) as stream:
                 prompt_id = await client.submit(prompt, client_id)
-                finished = await self._watch_or_drop(client, stream, prompt_id, on_progress)
+                finished = await self._watch_or_drop(client, stream, prompt_id, on_progress, count)
             reconnects = 0
             while finished is not None:
                 if await self._reconcile(client, prompt_id, finished, heartbeat):
@@ -112,7 +113,7 @@ class ShareRunner:
                 await asyncio.sleep(RECONNECT_BACKOFF_SECONDS * (reconnects - 1))
                 try:
                     async with client.events(client_id, heartbeat) as stream:
-                        finished = await self._watch_or_drop(client, stream, prompt_id, on_progress)
+                        finished = await self._watch_or_drop(client, stream, prompt_id, on_progress, count)
                 except WorkerUnavailable as error:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
             entry = await self._settled_history(client, prompt_id)
@@ -148,16 +149,17 @@ class ShareRunner:
         return sink.SINK_CLASS in info.info
 
     async def _watch_or_drop(
-        self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback
+        self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback, count: NodeCount
     ) -> WorkerLost | None:
         """Follows the run until it ends (None) or the websocket is lost (the WorkerLost, to reconcile)."""
         try:
-            await self._watch(client, stream, prompt_id, on_progress)
+            await self._watch(client, stream, prompt_id, on_progress, count)
         except WorkerLost as error:
             return error
         return None
 
-    async def _watch(self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback) -> None:
+    async def _watch(self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback,
+                     count: NodeCount) -> None:
         while True:
             message = await stream.receive(QUIET_CHECK_SECONDS)
             if message is None:
@@ -173,10 +175,15 @@ class ShareRunner:
                 raise WorkerFailed(client.name, "the run was interrupted on the worker")
             if message.type == "executing" and owner == prompt_id and message.data.get("node") is None:
                 return  # sent once the history entry is written; execution_success comes just before it
+            node = message.data.get("node")
             if message.type == "progress":
-                on_progress(ShareProgress.of(message.data.get("value"), message.data.get("max"), message.data.get("node")))
-            elif message.type == "executing" and message.data.get("node") is not None:
-                on_progress(ShareProgress.of(0, 1, message.data.get("node")))
+                on_progress(count.stepped(str(node) if node is not None else None, message.data.get("value"), message.data.get("max")))
+            elif message.type == "executing" and node is not None:
+                on_progress(count.started(str(node)))
+            elif message.type == "executed" and node is not None:
+                on_progress(count.finished(str(node)))
+            elif message.type == "execution_cached":
+                on_progress(count.cached(message.data.get("nodes")))
 
     async def _reconcile(self, client: WorkerClient, prompt_id: str, lost: WorkerLost, read_timeout: float) -> bool:
         """After a websocket drop: True when the prompt finished, False when it is still queued there.

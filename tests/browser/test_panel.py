@@ -7,6 +7,7 @@ is located by role and text, and every wait is on rendered state with a deadline
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -364,16 +365,17 @@ def test_a_local_worker_is_launched_followed_in_its_log_and_stopped(page: Page, 
     log = card.get_by_role("region", name="Local GPU log")
     expect(log.locator("pre")).to_contain_text("Starting server")
 
-    def answer_after_the_offline_push(route: Any) -> None:
-        # The answer to Stop is rendered before the health check that finds the worker gone; holding
-        # it back until that check has been pushed makes the panel see the two in the wrong order.
+    def answer_after_the_stopped_push(route: Any) -> None:
+        # Holding the answer to Stop back until the pushed status has gone out makes the panel see the
+        # two in the other order; whichever comes last, the card must end on the newer one.
         answer = route.fetch()
-        wait_until(lambda: worker_state(registry, worker["id"]) == "offline", 60, message="the stopped worker to be offline")
+        wait_until(lambda: worker_state(registry, worker["id"]) == "stopped", 60, message="the worker to be stopped")
         route.fulfill(response=answer)
 
-    page.route("**/distributed/workers/*/stop", answer_after_the_offline_push)
+    page.route("**/distributed/workers/*/stop", answer_after_the_stopped_push)
     card.get_by_role("button", name="Stop").click()
-    expect(card.locator(".dgpu-status")).to_have_text("Offline", timeout=60_000)
+    expect(card.locator(".dgpu-status")).to_have_text("Stopped", timeout=60_000)
+    expect(card.locator(".dgpu-status")).not_to_have_class(re.compile("dgpu-status-(offline|error)"))
 
 
 @pytest.mark.parametrize("palette", ["dark", "light"])

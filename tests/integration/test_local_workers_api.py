@@ -46,9 +46,15 @@ def test_two_local_workers_launch_come_online_and_run_a_distributed_prompt(local
     entry = cluster.run(seed_stamp_prompt(seed=900))
     assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(900, 0), (901, 0), (902, 0)]
 
+    prompt_id = cluster.master.queue_prompt(seed_stamp_prompt(seed=950, sleep=20))
+    wait_until(lambda: _state(cluster, "l2")["queue_remaining"] > 0, 60, interval=0.1, message="l2 running its share")
     status, _ = _action(cluster, "l2", "stop")
     assert status == 202
-    wait_until(lambda: _state(cluster, "l2")["state"] == "offline", 30, message="l2 offline after stop")
+    wait_until(lambda: _state(cluster, "l2")["state"] == "stopped", 30, message="l2 shown as stopped after stop")
+    entry = cluster.master.wait_history(prompt_id, 180)
+    assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(950, 0), (951, 0), (952, 0)]
+    attempts = [line for share in cluster.job(entry)["shares"] for line in share["attempts"]]
+    assert attempts == ["worker 'Local l2': stopped by the user"]
     log_status, log = cluster.master.get("/distributed/workers/l1/log?lines=50")
     assert log_status == 200 and any("To see the GUI go to" in line for line in log["lines"])
 

@@ -24,8 +24,10 @@ from .manager import LocalWorkerManager
 
 logger = logging.getLogger(__name__)
 
-PROCESS_STATES_SHOWN = (WorkerState.LAUNCHING, WorkerState.ERROR)
-"""Process states that speak for a local worker; otherwise its health checks do."""
+PROCESS_STATES_SHOWN = {WorkerState.LAUNCHING: WorkerState.LAUNCHING, WorkerState.ERROR: WorkerState.ERROR,
+                        WorkerState.OFFLINE: WorkerState.STOPPED}
+"""Process states that speak for a local worker, and what they are shown as; otherwise its health
+checks do. The manager reports a process offline only when it was stopped on purpose."""
 
 
 class LocalFleet:
@@ -59,6 +61,11 @@ class LocalFleet:
                     except DistributedError as error:
                         logger.error("Could not launch local worker %s: %s", worker.name, error)
 
+    def stopped_by_user(self, worker_id: str) -> bool:
+        """Whether a local worker is stopped because someone stopped it (not because it failed)."""
+        shown = self._process_states.get(worker_id)
+        return shown is not None and shown.state == WorkerState.STOPPED
+
     async def removed(self, worker: WorkerConfig) -> None:
         """A worker left the registry: its process (if local) is stopped and forgotten."""
         if worker.type == "local":
@@ -84,14 +91,20 @@ class LocalFleet:
         logger.info("First launch: added %d local worker(s), one per spare GPU", len(workers))
 
     def status_override(self, worker_id: str) -> WorkerStatus | None:
-        """The process manager's word on a worker, while it is a local worker in the registry."""
+        """The process manager's word on an enabled local worker: launching, failed, or stopped (no
+        process: stopped by the user, or never launched). Once its process runs, health checks speak."""
         worker = self._registry.snapshot().worker(worker_id)
-        return self._process_states.get(worker_id) if worker is not None and worker.type == "local" else None
+        if worker is None or worker.type != "local" or not worker.enabled:
+            return None
+        shown = self._process_states.get(worker_id)
+        if shown is None and not self.processes.is_running(worker_id):
+            return WorkerStatus(WorkerState.STOPPED)
+        return shown
 
     def _on_process_state(self, worker_id: str, state: WorkerState, error: str | None) -> None:
         """The process manager's view of a local worker; health checks take over once it answers."""
         if state in PROCESS_STATES_SHOWN:
-            self._process_states[worker_id] = WorkerStatus(state, error=error)
+            self._process_states[worker_id] = WorkerStatus(PROCESS_STATES_SHOWN[state], error=error)
             self._health.publish(worker_id)
             return
         self._process_states.pop(worker_id, None)
