@@ -44,6 +44,8 @@ JSON
 fi
 
 echo "Master: http://127.0.0.1:$port  (registry: $demo/workers.json; open the Distributed tab in the sidebar)"
+echo "Expect two 'No module named torchaudio' tracebacks and an IMPORT FAILED line for ComfyUI's audio nodes below:" \
+  "the pinned CPU torch ships without torchaudio, so only those audio nodes are missing; the demo does not need them."
 cd "$COMFYUI_ROOT"
 exec env DISTRIBUTED_WORKERS_FILE="$demo/workers.json" "$COMFYUI_PYTHON" main.py "${device_flag[@]}" \
   --listen 127.0.0.1 --port "$port" --disable-auto-launch --base-directory "$demo" \

@@ -41,7 +41,26 @@ def parse_registry(text: str) -> RegistryFile:
     try:
         return RegistryFile.model_validate(data)
     except ValidationError as error:
-        raise describe_validation_error(error) from None
+        raise describe_validation_error(error, also=duplicates(data)) from None
+
+
+def duplicates(data: object) -> list[str]:
+    """Ids and local ports used twice, read from the raw file: the model checks them only once every
+    field is valid, and a hand-edited file should hear of all its problems at once."""
+    workers = data.get("workers") if isinstance(data, dict) else None
+    entries = [entry for entry in workers if isinstance(entry, dict)] if isinstance(workers, list) else []
+    problems, ids, ports = [], set(), set()
+    for entry in entries:
+        worker_id, port = entry.get("id"), entry.get("port")
+        if isinstance(worker_id, str):
+            if worker_id in ids:
+                problems.append(f"workers: duplicate worker id '{worker_id}'")
+            ids.add(worker_id)
+        if entry.get("type") == "local" and isinstance(port, int):
+            if port in ports:
+                problems.append(f"workers: two local workers use port {port}")
+            ports.add(port)
+    return problems
 
 
 class Registry:

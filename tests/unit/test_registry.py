@@ -110,3 +110,16 @@ def test_cloud_worker_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         WorkerConfig(id="a", name="A", type="cloud", url="ftp://x")
     assert WorkerConfig(id="a", name="A", type="cloud", url="https://pod.example/").base_url == "https://pod.example"
+
+
+def test_a_hand_edited_file_hears_of_every_problem_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "workers.json"
+    path.write_text(json.dumps({"version": 1, "workers": [
+        {"id": "a", "name": "A", "type": "remote", "port": 99999},
+        {"id": "a", "name": "A again", "type": "remote", "port": 8190},
+    ]}))
+
+    registry = Registry(path)
+
+    assert registry.error is not None
+    assert "workers.0.port" in registry.error and "duplicate worker id 'a'" in registry.error

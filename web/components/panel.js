@@ -131,7 +131,7 @@ function buildView(store) {
         button({ label: "Retry", text: "Retry", variant: "secondary", onClick: () => store.refresh() }),
       );
     } else if (state.registryError) {
-      replaceChildren(banner, h("span", { text: `workers.json is invalid, so nothing is saved until it is fixed: ${state.registryError}` }));
+      replaceChildren(banner, h("span", { text: `${state.registryError}. Until then, nothing changed here is saved.` }));
     } else {
       replaceChildren(banner);
     }
