@@ -118,8 +118,9 @@ class WorkerClient:
 
     # --- plain requests -------------------------------------------------------------------
 
-    async def get_json(self, path: str, read_timeout: float = READ_TIMEOUT, retries: int = GET_RETRIES) -> Any:
-        status, body = await self._get(path, read_timeout=read_timeout, retries=retries)
+    async def get_json(self, path: str, read_timeout: float = READ_TIMEOUT, retries: int = GET_RETRIES, transfer: bool = False) -> Any:
+        """A JSON answer; a `transfer` (a large answer) gets its deadline from the size it announces."""
+        status, body = await self._get(path, read_timeout=read_timeout, retries=retries, transfer=transfer)
         self._raise_for_auth(status, "GET", path)
         if status != 200:
             stage = "not_comfyui" if status == 404 else "http"
@@ -129,7 +130,7 @@ class WorkerClient:
     async def system_stats(self, read_timeout: float = READ_TIMEOUT) -> dict[str, Any]:
         stats = await self.get_json("/system_stats", read_timeout)
         if not isinstance(stats, dict) or "system" not in stats:
-            raise WorkerOffline(self.name, "answers, but /system_stats does not look like ComfyUI", stage="not_comfyui")
+            raise BadResult(self.name, "answers, but /system_stats does not look like ComfyUI", stage="not_comfyui")
         return stats
 
     async def queue_remaining(self, read_timeout: float = READ_TIMEOUT) -> int:
@@ -163,7 +164,8 @@ class WorkerClient:
 
     async def object_info(self) -> dict[str, Any]:
         """Every node class the worker has, with its inputs and, for choice inputs, the choices."""
-        info = await self.get_json("/object_info", READ_TIMEOUT)  # a frozen worker costs seconds here, not a minute
+        # A frozen worker costs seconds here, not a minute; an answer of many megabytes on a slow link has time.
+        info = await self.get_json("/object_info", READ_TIMEOUT, transfer=True)
         if not isinstance(info, dict):
             raise BadResult(self.name, "GET /object_info is not a JSON object", stage="not_comfyui")
         return info

@@ -4,10 +4,10 @@ seconds and one that trickles bytes cannot hold a share or a health check for ev
 
 - An ordinary answer (JSON, a log) must be complete within ANSWER_DEADLINE_FACTOR read timeouts
   of the request: 60 s for most requests, 20 s for a health check.
-- A transfer (a share's result, an image, an input file) may take longer on a slow link: it gets
-  TRANSFER_GRACE_SECONDS plus its size at MIN_TRANSFER_RATE. The size is what the worker announced
-  (its history entry, or the answer's Content-Length) and was checked against the job's limits,
-  else the largest the limits allow.
+- A transfer (a share's result, an image, an input file, the many megabytes of `/object_info`) may
+  take longer on a slow link: it gets TRANSFER_GRACE_SECONDS plus its size at MIN_TRANSFER_RATE.
+  The size is what the worker announced (its history entry, or the answer's Content-Length) and was
+  checked against the limits, else the largest the limits allow; for an upload, the file's size.
 """
 
 from __future__ import annotations
