@@ -129,7 +129,7 @@ def stored_outputs(entry: dict, node_id: str, worker_name: str) -> list[StoredOu
                                   tuple(int(n) for n in item["shape"][: wire.MAX_NDIM + 1]), sample_rate)
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise BadResult(worker_name, f"history describes a malformed result for node {node_id}") from None
-        if output.dtype not in PRECISIONS or not isinstance(sample_rate, int | None) or isinstance(sample_rate, bool):
+        if output.dtype not in PRECISIONS or not (sample_rate is None or (type(sample_rate) is int and sample_rate > 0)):
             raise BadResult(worker_name, f"history describes a malformed result for node {node_id}")
         outputs.append(output)
     return outputs

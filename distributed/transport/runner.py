@@ -18,6 +18,10 @@ lists this extension's sink node gets the fast result path (`sink`, `fetch`): th
 sink instead of PreviewImage, and its arrays are streamed in the wire format, uint8 or unquantised
 floats, in the encoding its link calls for. Any other worker keeps the stock PNG path; both kinds
 serve shares of the same job.
+
+What the worker says is not trusted: its history entry counts only if it holds the client id this
+share was queued with, and its results must fit the `ResultLimits` of the job and the settings
+(`limits`) before anything is fetched or decoded.
 """
 
 from __future__ import annotations
