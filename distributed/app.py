@@ -56,12 +56,13 @@ class DistributedApp:
     """Everything the extension runs on the master, built around one ComfyUI PromptServer."""
 
     def __init__(self, server: ComfyServer, paths: MasterPaths, comfy_parser: argparse.ArgumentParser,
-                 extension_dir: Path, environ: Mapping[str, str] = os.environ) -> None:
+                 extension_dir: Path, environ: Mapping[str, str] = os.environ, cors_enabled: bool = False) -> None:
+        """`cors_enabled`: ComfyUI runs with `--enable-cors-header`, so every web page can read its answers."""
         self._server = server
-        self._policy = AccessPolicy.from_environ(environ)
         self.registry = Registry(Path(environ.get(WORKERS_FILE_ENV) or extension_dir / "workers.json"))
+        self._policy = AccessPolicy.from_environ(environ, cors_enabled, lambda: self.registry.snapshot().master.allowed_hosts)
         self.events = Events(server.send)
-        self.clients = ClientPool()
+        self.clients = ClientPool(lambda: self.registry.snapshot().settings.max_answer_mib << 20)
         self.health = HealthMonitor(self.registry, self.clients, self.events)
         state_dir = Path(environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu")
         owner = ShareOwner.load(state_dir)

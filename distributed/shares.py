@@ -52,6 +52,12 @@ class ShareWork:
     """Those of `collector_ids` that deliver audio; the rest deliver images."""
     precisions: dict[str, str] = field(default_factory=dict)
     """Collector node id -> how its images travel from a worker with this extension (PRECISIONS)."""
+    max_images: int | None = None
+    """The most images the share may return per collector: its batch slice's length in split mode."""
+    image_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Collector node id -> the image size [H, W, C] every share must return, once the master's own
+    share has shown it. With `max_images` and the settings' caps, what a worker's answer is checked
+    against before the master allocates anything for it."""
 
 
 @dataclass(frozen=True)

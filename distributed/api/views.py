@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config.models import RegistryFile, WorkerConfig
 from ..config.registry import Registry
-from ..config.secrets import public_view
+from ..config.secrets import public_url, public_view
 
 
 class RegistryViews:
@@ -45,5 +45,5 @@ class RegistryViews:
         return self._worker_view(self._registry.worker(worker_id))
 
     def _worker_view(self, worker: WorkerConfig) -> dict[str, Any]:
-        return {**public_view(worker), "base_url": worker.base_url, "status": self._status_json(worker.id),
+        return {**public_view(worker), "base_url": public_url(worker.base_url), "status": self._status_json(worker.id),
                 "relative_speed": self._relative_speed(worker.id), "result_link": self._result_link(worker.id)}

@@ -84,10 +84,10 @@ class JobBridge:
         return self._dispatcher.progress.read(job_id)
 
     def deliver_master_share(self, job_id: str, index: int, collector_id: str, result: ShareOutput,
-                             last: bool) -> CollectorOutcome | None:
+                             last: bool, token: str) -> CollectorOutcome | None:
         """A share the master rendered itself (no worker could) is in, for one collector; after the
-        last one, the collector's outcome."""
-        return run_on_loop(self._loop, self._dispatcher.deliver_from_master(job_id, index, collector_id, result, last))
+        last one, the collector's outcome. `token` is the one the job's expansion carries."""
+        return run_on_loop(self._loop, self._dispatcher.deliver_from_master(job_id, index, collector_id, result, last, token))
 
     def release_job(self, job_id: str, collector_id: str) -> None:
         """The collector has its images: the job may drop them."""
@@ -95,20 +95,21 @@ class JobBridge:
 
     # --- the distributed queue's proxy ---------------------------------------------------------
 
-    def claim_routed(self, run_id: str, is_interrupted: Callable[[], bool]) -> Prompt | None:
-        """The graph to run here if the master takes the prompt now, else None."""
+    def claim_routed(self, run_id: str, prompt_id: str, is_interrupted: Callable[[], bool]) -> Prompt | None:
+        """The graph to run here if the master takes the prompt now, else None. `prompt_id` is the
+        prompt the proxy executes in: a run answers only its own."""
 
         async def claim() -> Prompt | None:
-            return self._router.claim_for_master(run_id)
+            return self._router.claim_for_master(run_id, prompt_id)
 
         return run_on_loop(self._loop, claim(), is_interrupted)
 
-    def wait_routed(self, run_id: str, is_interrupted: Callable[[], bool]) -> RoutedResult | None:
+    def wait_routed(self, run_id: str, prompt_id: str, is_interrupted: Callable[[], bool]) -> RoutedResult | None:
         """A worker's result, or None when the prompt fell back to the master (claim it then)."""
-        return run_on_loop(self._loop, self._router.result(run_id), is_interrupted)
+        return run_on_loop(self._loop, self._router.result(run_id, prompt_id), is_interrupted)
 
-    def release_routed(self, run_id: str) -> None:
-        self._loop.call_soon_threadsafe(self._router.release, run_id)
+    def release_routed(self, run_id: str, prompt_id: str) -> None:
+        self._loop.call_soon_threadsafe(self._router.release, run_id, prompt_id)
 
 
 _bound: JobBridge | None = None

@@ -149,7 +149,8 @@ class DistributedMasterShare:
     """Renders on the master a share no worker could deliver; added by a collector's expansion.
 
     Each hands its share's output to the job; the last of the chain (`last`) then joins the whole
-    batch, which becomes the collector's output.
+    batch, which becomes the collector's output. The job takes the output only with the `token` its
+    expansion was given, so the node cannot be driven from a prompt of anyone else.
     """
 
     KIND = "images"
@@ -169,11 +170,13 @@ class DistributedMasterShare:
                 "collector_id": ("STRING", {"default": ""}),
                 "share_index": ("INT", {"default": 1, "min": 0, "max": MAX_SHARES}),
                 "last": ("BOOLEAN", {"default": True}),
+                "token": ("STRING", {"default": ""}),
             },
             "optional": {"after": (data_type,)},
         }
 
-    def deliver(self, job_id: str, collector_id: str, share_index: int, last: bool, after: Any = None, **output: Any) -> tuple[Any]:
+    def deliver(self, job_id: str, collector_id: str, share_index: int, last: bool, token: str, after: Any = None,
+                **output: Any) -> tuple[Any]:
         bridge = bound()
         if bridge is None:
             raise RuntimeError(f"{self.TITLE}: this ComfyUI is not a distributed master")
@@ -181,7 +184,7 @@ class DistributedMasterShare:
         result = (AudioClip(waveform_of(produced), int(produced["sample_rate"])) if self.KIND == "audio"
                   else produced.detach().float().cpu().numpy())
         try:
-            outcome = bridge.deliver_master_share(job_id, share_index, collector_id, result, last)
+            outcome = bridge.deliver_master_share(job_id, share_index, collector_id, result, last, token)
         except DistributedError as error:
             raise as_node_error(self.TITLE, error) from None
         if outcome is None:

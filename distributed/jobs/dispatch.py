@@ -21,6 +21,7 @@ Everything here runs on the server loop, and only here is a Job read or changed.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -199,7 +200,7 @@ class Dispatcher:
                    if collector_id not in job.results.get(index, {})]
         if missing:
             job.held_master_parts[collector_id] = master_part
-            graph, last = fallback_graph(job.plan, job.job_id, collector_id, missing)
+            graph, last = fallback_graph(job.plan, job.job_id, collector_id, missing, job.master_share_token)
             return CollectorOutcome(job.master_renders, (), fallback=MasterFallback(graph, last))
         return self._joinable(job, collector_id, master_part)
 
@@ -256,7 +257,7 @@ class Dispatcher:
                     worker = candidates[worker_id]
                     job.queue.claim(share, worker.id, now)
                     task = asyncio.ensure_future(self._runner.run(
-                        job.plan.share_work(share.index, share.batch), worker, share.index,
+                        job.plan.share_work(share.index, share.batch, job.expected_shapes), worker, share.index,
                         lambda progress, job=job, share=share: self._on_progress(job, share, progress),
                     ))
                     running[task] = (share, worker)
@@ -388,11 +389,14 @@ class Dispatcher:
         self._publish(job)
 
     async def deliver_from_master(self, job_id: str, index: int, collector_id: str, result: ShareOutput,
-                                  last: bool) -> CollectorOutcome | None:
+                                  last: bool, token: str) -> CollectorOutcome | None:
         """A fallback share's output for one collector, rendered on the master; the share is done
         once every collector has its output. After the `last` of a collector's fallback shares, its
-        outcome: every part, and the master's own output held meanwhile."""
+        outcome: every part, and the master's own output held meanwhile. Only the job's own fallback
+        expansion knows `token`."""
         job = self._require(job_id)
+        if not hmac.compare_digest(token.encode(), job.master_share_token.encode()) or index not in job.master_fallback:
+            raise JobFailed(f"share {index} of job {job_id} was not handed to the master by this job; its output is refused")
         outputs = job.results.setdefault(index, {})
         outputs[collector_id] = result
         assert job.plan is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,9 @@ class Job:
     held_master_parts: dict[str, Any] = field(default_factory=dict)
     """Collector node id -> the master's own share 0 output, held while the fallback shares render.
     Handed in by the execution thread and back to it unchanged; the loop never looks inside."""
+    master_share_token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+    """Put into the fallback expansion, which no client sees, and asked back with each share it
+    delivers: a prompt queued by anyone else cannot hand in a share for this job. Never shown."""
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .. import graph
@@ -107,9 +108,12 @@ class Plan:
             slice_latents(prompt, self.latent_nodes, batch)
         return prompt
 
-    def share_work(self, share_index: int, batch: BatchSlice | None = None) -> ShareWork:
-        """What a worker gets for one share: its prompt, and how each collector's output comes back."""
-        return ShareWork(self.share_prompt(share_index, batch), self.collector_ids, self.audio_collectors, dict(self.precisions))
+    def share_work(self, share_index: int, batch: BatchSlice | None = None,
+                   image_sizes: Mapping[str, tuple[int, ...]] | None = None) -> ShareWork:
+        """What a worker gets for one share: its prompt, how each collector's output comes back, and
+        what that output may be (`image_sizes`: the master's own images, per collector, once known)."""
+        return ShareWork(self.share_prompt(share_index, batch), self.collector_ids, self.audio_collectors, dict(self.precisions),
+                         max_images=batch.length if batch is not None else None, image_sizes=dict(image_sizes or {}))
 
 
 def slice_latents(prompt: Prompt, latent_nodes: tuple[str, ...], batch: BatchSlice) -> None:

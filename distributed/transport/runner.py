@@ -18,6 +18,10 @@ lists this extension's sink node gets the fast result path (`sink`, `fetch`): th
 sink instead of PreviewImage, and its arrays are streamed in the wire format, uint8 or unquantised
 floats, in the encoding its link calls for. Any other worker keeps the stock PNG path; both kinds
 serve shares of the same job.
+
+What the worker says is not trusted: its history entry counts only if it holds the client id this
+share was queued with, and its results must fit the `ResultLimits` of the job and the settings
+(`limits`) before anything is fetched or decoded.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 
 from ..config.models import WorkerConfig
 from ..config.registry import Registry
-from ..errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
+from ..errors import BadResult, WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
 from ..graph import Prompt
 from ..shares import PRECISIONS, NodeCount, ShareOutput, ShareProgress, ShareWork
 from ..workers.client import WorkerClient
@@ -40,6 +44,7 @@ from ..workers.orphans import ShareOwner
 from ..workers.pool import ClientPool
 from ..workers.stream import EventStream
 from . import fetch, preflight, sink
+from .limits import ResultLimits
 from .link import LinkMonitor
 from .media import MediaUploader
 from .object_info import ObjectInfoCache
@@ -53,6 +58,15 @@ MAX_RECONNECTS = 5
 RECONNECT_BACKOFF_SECONDS = 0.5
 
 ProgressCallback = Callable[[ShareProgress], None]
+
+
+def queued_by(entry: dict[str, Any]) -> str | None:
+    """The client id a history entry's prompt was queued with. ComfyUI keeps the queue item as
+    `prompt`: (number, prompt_id, prompt, extra_data, outputs_to_execute); extra_data has client_id."""
+    item = entry.get("prompt")
+    extra = item[3] if isinstance(item, list) and len(item) > 3 else None
+    client_id = extra.get("client_id") if isinstance(extra, dict) else None
+    return client_id if isinstance(client_id, str) else None
 
 
 class ShareRunner:
@@ -96,7 +110,9 @@ class ShareRunner:
         prompt = await self.prepare(prompt, client)
         client_id = self._owner.client_id(share_index)
         count = NodeCount(len(prompt))
-        heartbeat = max(1.0, self._registry.snapshot().settings.worker_timeout / 2)
+        settings = self._registry.snapshot().settings
+        heartbeat = max(1.0, settings.worker_timeout / 2)
+        limits = {node_id: ResultLimits.of(work, node_id, settings) for node_id in collector_ids}
         prompt_id: str | None = None
         try:
             async with client.events(client_id, heartbeat) as stream:
@@ -116,10 +132,10 @@ class ShareRunner:
                         finished = await self._watch_or_drop(client, stream, prompt_id, on_progress, count)
                 except WorkerUnavailable as error:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
-            entry = await self._settled_history(client, prompt_id)
+            entry = await self._settled_history(client, prompt_id, client_id)
             if fast:
-                return await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, work.audio_ids)
-            return await fetch.fetch_outputs(client, entry, collector_ids)
+                return await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, limits, work.audio_ids)
+            return await fetch.fetch_outputs(client, entry, collector_ids, limits)
         except BaseException:
             if prompt_id is not None:
                 cleanup = asyncio.ensure_future(client.cancel(prompt_id))
@@ -210,19 +226,27 @@ class ShareRunner:
             if strict:
                 raise
             return None
-        return entry if entry and entry.get("status", {}).get("completed") is not None else None
+        return entry if entry and (entry.get("status") or {}).get("completed") is not None else None
 
-    async def _settled_history(self, client: WorkerClient, prompt_id: str) -> dict:
-        """The history entry; ComfyUI writes it just after it reports success, so wait briefly."""
+    async def _settled_history(self, client: WorkerClient, prompt_id: str, client_id: str) -> dict:
+        """The history entry of our prompt; ComfyUI writes it just after it reports success, so wait briefly.
+
+        The entry counts only if it is the prompt this master queued, under `client_id`: a prompt id
+        alone can be reused by anyone else who queues on the worker.
+        """
         deadline = time.monotonic() + HISTORY_SETTLE_SECONDS
         while True:
             entry = await client.history(prompt_id)
             if entry is not None:
+                if queued_by(entry) != client_id:
+                    raise BadResult(client.name, f"its history entry for prompt {prompt_id} was not queued by this master "
+                                                 "(another client id); its result is not used")
                 status = entry.get("status") or {}
                 if status.get("status_str") == "error" or status.get("completed") is False:
-                    messages = [m for m in status.get("messages", []) if isinstance(m, list) and m and m[0] == "execution_error"]
-                    cause = describe_execution_error(messages[0][1]) if messages else "the run ended with an error"
-                    raise WorkerFailed(client.name, cause)
+                    messages = status.get("messages")
+                    errors = [m[1] for m in messages if isinstance(m, list) and len(m) > 1 and m[0] == "execution_error"
+                              and isinstance(m[1], dict)] if isinstance(messages, list) else []
+                    raise WorkerFailed(client.name, describe_execution_error(errors[0]) if errors else "the run ended with an error")
                 return entry
             if time.monotonic() > deadline:
                 raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")

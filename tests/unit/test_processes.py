@@ -152,6 +152,13 @@ def test_env_without_a_cuda_device_keeps_the_masters_visibility() -> None:
     assert "CUDA_DEVICE_ORDER" not in env
 
 
+def test_env_leaves_the_masters_api_token_to_the_master() -> None:
+    env = worker_env(_worker(), {"DISTRIBUTED_API_TOKEN": "master-secret", "DISTRIBUTED_API_TOKEN_READS": "1", "PATH": "/bin"})
+
+    assert "DISTRIBUTED_API_TOKEN" not in env and "DISTRIBUTED_API_TOKEN_READS" not in env
+    assert env["PATH"] == "/bin"
+
+
 def test_env_marks_the_process_as_a_worker_with_an_unbuffered_log() -> None:
     env = worker_env(_worker(), {})
 

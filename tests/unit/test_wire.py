@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import struct
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
@@ -248,3 +251,38 @@ async def test_read_stream_reports_a_body_cut_short() -> None:
     async with asyncio.timeout(30):
         with pytest.raises(wire.WireError, match="truncated"):
             await wire.read_stream(FakeContent(encoded[:-100], piece=4096), wire.Decoder(), batch_bytes=10_000)
+
+
+# --- a worker's hand-made stream: bounded work for the master ---------------------------------------------
+
+
+def _hand_made(shape: tuple[int, ...], block_size: int, blocks: list[bytes], crc: int = 0) -> bytes:
+    header = wire.encode_header(wire.WireHeader(np.dtype("<u1"), shape, "zlib", block_size))
+    body = b"".join(struct.pack("<BI", 1, len(block)) + block for block in blocks)
+    return header + body + struct.pack("<4sI", wire.TRAILER_MAGIC, crc)
+
+
+def test_a_level_9_block_that_inflates_past_the_ratio_is_refused_before_inflating() -> None:
+    shape = (1, 1024, 1024, 3)
+    bomb = zlib.compress(bytes(math.prod(shape)), 9)  # about 1000:1, what no level 1 encoder makes
+    decoder = wire.Decoder("worker-a", expected_shape=shape)
+
+    with pytest.raises(wire.WireError, match="inflate") as caught:
+        decoder.feed(_hand_made(shape, math.prod(shape), [bomb], zlib.crc32(bytes(math.prod(shape)))))
+    assert "worker-a" in str(caught.value)
+
+
+def test_a_block_size_past_the_limit_is_refused_from_the_header() -> None:
+    shape = (1, 64, 64, 3)
+    header = wire.encode_header(wire.WireHeader(np.dtype("<u1"), shape, "zlib", 3 << 30))
+
+    with pytest.raises(wire.WireError, match="block size"):
+        wire.Decoder("worker-a").feed(header)
+
+
+def test_constant_images_from_our_own_encoder_stay_within_the_ratio() -> None:
+    original = np.zeros((2, 512, 512, 3), dtype=np.uint8)
+    encoded = stream(original, "zlib")
+
+    assert len(encoded) < original.nbytes / 100  # still compressed
+    assert_identical(decode(encoded), original)

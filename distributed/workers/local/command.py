@@ -28,6 +28,9 @@ LAUNCHER_PATH = Path(__file__).resolve().parent / "launcher.py"
 WORKER_ID_ENV = "COMFYUI_DISTRIBUTED_WORKER_ID"
 """Set in every local worker's environment, so the extension loaded inside a worker knows it is one."""
 DEFAULT_LISTEN = "127.0.0.1"
+MASTER_API_ENV_PREFIX = "DISTRIBUTED_API_"
+"""The master's API settings (its token, `api/access.py`) belong to the master: a local worker, which
+would otherwise inherit them, must not ask the master for the master's own token on its results."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +115,12 @@ def worker_command(
 
 
 def worker_env(worker: WorkerConfig, base_env: dict[str, str]) -> dict[str, str]:
-    """The worker's environment: the master's, plus its GPU and an unbuffered log.
+    """The worker's environment: the master's (less its API settings), plus its GPU and an unbuffered log.
 
     A worker with an auth token is locked with it (workers/lock.py); the master's own lock, if it
     has one, is not passed on, since the master would not know to send it.
     """
-    env = dict(base_env)
+    env = {name: value for name, value in base_env.items() if not name.startswith(MASTER_API_ENV_PREFIX)}
     env["PYTHONUNBUFFERED"] = "1"
     env[WORKER_ID_ENV] = worker.id
     env.pop(WORKER_TOKEN_ENV, None)
