@@ -1,6 +1,6 @@
 """The extension's nodes, as ComfyUI registers them: Distributed Seed and Value, the Distributed
-Collectors (images, audio), Save Image (Distributed), and the internal nodes the master adds itself
-(master shares, the queue's proxy).
+Collectors (images, audio), Save Image (Distributed), Distributed Upscale, and the internal nodes the
+master adds itself (master shares, the queue's proxy).
 
 Their implementations live in distributed/comfy/; they reach the server loop only through its bridge.
 """
@@ -16,6 +16,7 @@ from .distributed.comfy.collectors import (
 from .distributed.comfy.queued_prompt import DistributedQueuedPrompt
 from .distributed.comfy.save_image import DistributedSaveImage
 from .distributed.comfy.seed import DistributedSeed
+from .distributed.comfy.upscale import DistributedUpscale
 from .distributed.comfy.value import DistributedValue
 
 NODE_CLASS_MAPPINGS = {
@@ -27,6 +28,7 @@ NODE_CLASS_MAPPINGS = {
     "DistributedQueuedPrompt": DistributedQueuedPrompt,
     "DistributedValue": DistributedValue,
     "DistributedSaveImage": DistributedSaveImage,
+    "DistributedUpscale": DistributedUpscale,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedSeed": "Distributed Seed",
@@ -37,4 +39,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedQueuedPrompt": "Distributed Queued Prompt",
     "DistributedValue": "Distributed Value",
     "DistributedSaveImage": "Save Image (Distributed)",
+    "DistributedUpscale": "Distributed Upscale",
 }
