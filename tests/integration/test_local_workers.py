@@ -41,9 +41,9 @@ class StateLog:
         self.events.append((worker_id, state, error))
         self._changed.set()
 
-    async def reached(self, worker_id: str, state: WorkerState, timeout: float = STARTUP, after: int = 0) -> str | None:
-        """Waits for `state` among the events from index `after` on; returns its error text."""
-        async with asyncio.timeout(timeout):
+    async def reached(self, worker_id: str, state: WorkerState, within: float = STARTUP, after: int = 0) -> str | None:
+        """Waits up to `within` seconds for `state` among the events from index `after` on; returns its error text."""
+        async with asyncio.timeout(within):
             while True:
                 for seen_id, seen_state, error in self.events[after:]:
                     if (seen_id, seen_state) == (worker_id, state):
@@ -52,12 +52,12 @@ class StateLog:
                 await self._changed.wait()
 
 
-async def until(predicate: Callable[[], object], timeout: float, message: str) -> None:
-    """Polls a condition until a deadline, without blocking the loop."""
-    deadline = time.monotonic() + timeout
+async def until(predicate: Callable[[], object], within: float, message: str) -> None:
+    """Polls a condition for up to `within` seconds, without blocking the loop."""
+    deadline = time.monotonic() + within
     while not await asyncio.to_thread(predicate):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {message}")
+            raise AssertionError(f"timed out after {within:g}s waiting for {message}")
         await asyncio.sleep(0.2)
 
 
@@ -177,7 +177,7 @@ async def test_a_worker_crashing_past_the_restart_limit_ends_in_error(layout: Ma
         await states.reached(worker.id, WorkerState.ONLINE)
         os.kill(manager.status(worker.id).pid, signal.SIGKILL)
 
-        error = await states.reached(worker.id, WorkerState.ERROR, timeout=30)
+        error = await states.reached(worker.id, WorkerState.ERROR, within=30)
     finally:
         await manager.close()
 
@@ -295,7 +295,7 @@ async def test_a_restarted_master_adopts_its_running_worker(
     successor = LocalWorkerManager(layout, tmp_path / "state", states, lease_timeout=LEASE_TIMEOUT)
     await successor.start([worker])
     try:
-        await states.reached(worker.id, WorkerState.ONLINE, timeout=30)
+        await states.reached(worker.id, WorkerState.ONLINE, within=30)
         assert (await successor.launch(worker)).pid == worker_pid  # no duplicate
         # The lease the killed master left would have expired by now; the successor's keeps it alive.
         old_deadline = killed_at + 2 * LEASE_TIMEOUT
