@@ -53,5 +53,6 @@ def open_pack_templates(page: Page) -> Any:
     """Opens Templates → ComfyUI Distributed GPU and returns the dialog."""
     sidebar_button(page, "Templates").click(timeout=PAGE_LOAD_MS)
     dialog = page.get_by_role("dialog").filter(has=page.get_by_role("heading", name="Templates"))
-    dialog.get_by_role("button", name=PACK_TEMPLATES, exact=True).click()
+    # The first opening fetches and lays out every core template: as slow as a page load here.
+    dialog.get_by_role("button", name=PACK_TEMPLATES, exact=True).click(timeout=PAGE_LOAD_MS)
     return dialog
