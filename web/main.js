@@ -36,7 +36,8 @@ app.registerExtension({
       id: TAB_ID,
       icon: "pi pi-server",
       title: "Distributed",
-      tooltip: "Distributed GPUs: workers, status and progress",
+      // Both the pinned and the newest frontend use the tooltip as the button's accessible name.
+      tooltip: "Distributed GPUs",
       type: "custom",
       render: (el) => panel.mount(el),
       destroy: () => panel.unmount(),

@@ -45,9 +45,9 @@ class StateLog:
         self.events.append((worker_id, state, error))
         self._changed.set()
 
-    async def reached(self, worker_id: str, state: WorkerState, timeout: float = STARTUP, after: int = 0) -> str | None:
-        """Waits for `state` among the events from index `after` on; returns its error text."""
-        async with asyncio.timeout(timeout):
+    async def reached(self, worker_id: str, state: WorkerState, within: float = STARTUP, after: int = 0) -> str | None:
+        """Waits up to `within` seconds for `state` among the events from index `after` on; returns its error text."""
+        async with asyncio.timeout(within):
             while True:
                 for seen_id, seen_state, error in self.events[after:]:
                     if (seen_id, seen_state) == (worker_id, state):
@@ -179,7 +179,7 @@ async def test_a_worker_crashing_past_the_restart_limit_ends_in_error(
         await states.reached(worker.id, WorkerState.ONLINE)
         os.kill(manager.status(worker.id).pid, signal.SIGKILL)
 
-        error = await states.reached(worker.id, WorkerState.ERROR, timeout=30)
+        error = await states.reached(worker.id, WorkerState.ERROR, within=30)
     finally:
         await manager.close()
 
@@ -305,7 +305,7 @@ async def test_a_restarted_master_adopts_its_running_worker(
     successor = LocalWorkerManager(layout, tmp_path / "state", reader, states, lease_timeout=LEASE_TIMEOUT)
     await successor.start([worker])
     try:
-        await states.reached(worker.id, WorkerState.ONLINE, timeout=30)
+        await states.reached(worker.id, WorkerState.ONLINE, within=30)
         assert (await successor.launch(worker)).pid == worker_pid  # no duplicate
         # The lease the killed master left would have expired by now; the successor's keeps it alive.
         old_deadline = killed_at + 2 * LEASE_TIMEOUT
