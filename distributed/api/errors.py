@@ -12,7 +12,7 @@ from aiohttp import web
 from ..errors import (
     ConfigError,
     DistributedError,
-    ModelFileConflict,
+    ModelFileError,
     ModelHashMismatch,
     ModelPathRefused,
     NoSpaceForModel,
@@ -32,9 +32,9 @@ STATUS_BY_ERROR: list[tuple[type[DistributedError], int]] = [
     (ProcessError, 409),
     (WorkerUnavailable, 502),
     (ModelPathRefused, 400),
-    (ModelFileConflict, 409),
     (ModelHashMismatch, 422),
     (NoSpaceForModel, 507),
+    (ModelFileError, 409),  # a different file of that name, a copy running already, a worker that cannot receive
     (DistributedError, 500),
 ]
 """First match wins: a RegistryConflict is a ConfigError too, but answers 409."""

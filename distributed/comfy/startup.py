@@ -17,7 +17,7 @@ from ... import nodes
 from ..api.access import guard
 from ..app import DistributedApp
 from ..workers.local.command import WORKER_ID_ENV
-from . import bridge, result_sink
+from . import bridge, model_folders, result_sink
 from .master_layout import read_master_paths
 from .process_tweaks import freeze_startup_heap
 from .prompt_server import ComfyServer
@@ -30,11 +30,12 @@ def start(server: Any) -> tuple[dict[str, type], dict[str, str]]:
     # Master or worker alike, this instance can hand its share results to a master the fast way,
     # and ComfyUI's periodic full garbage collection should not stall it (see process_tweaks.py).
     store = result_sink.install(server, guard)
+    local_models = model_folders.install(server)  # any instance may receive models from a master
     server.app.on_startup.append(freeze_startup_heap)
     classes = {**nodes.NODE_CLASS_MAPPINGS, result_sink.SINK_CLASS: result_sink.sink_node(store)}
     names = {**nodes.NODE_DISPLAY_NAME_MAPPINGS, result_sink.SINK_CLASS: result_sink.SINK_DISPLAY_NAME}
     if not os.environ.get(WORKER_ID_ENV):
-        application = DistributedApp(ComfyServer(server), read_master_paths(), comfy_parser, EXTENSION_DIR)
+        application = DistributedApp(ComfyServer(server), read_master_paths(), comfy_parser, EXTENSION_DIR, local_models=local_models)
         application.install()
         bridge.bind(application.bridge)
     return classes, names

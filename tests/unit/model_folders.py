@@ -36,7 +36,8 @@ def model_folders(root: Path) -> ModelFolders:
 
 def model_app(root: Path, policy: AccessPolicy | None = None, free_space: Callable[[Path], int] = disk_free,
               reserve_bytes: int = 0) -> tuple[web.Application, ModelStore]:
-    library = ModelLibrary(model_folders(root), HashCache())
+    folders = model_folders(root)
+    library = ModelLibrary(lambda: folders, HashCache())
     store = ModelStore(library, free_space=free_space, reserve_bytes=reserve_bytes)
     routes = web.RouteTableDef()
     add_model_store_routes(routes, policy or AccessPolicy(), library, store)

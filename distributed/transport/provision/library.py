@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .hashes import HashCache
-from .paths import ModelFolder, ModelFolders, clean_name, disk_free, existing_file
+from .paths import REFUSED_KINDS, ModelFolder, ModelFolders, clean_name, disk_free, existing_file
 
 SKIPPED_DIRS = frozenset({".git"})
 
@@ -59,18 +60,26 @@ def _walk(folder: ModelFolder) -> list[ModelFile]:
 
 
 class ModelLibrary:
-    """This instance's model folders, listed and hashed on request."""
+    """This instance's model folders, listed and hashed on request.
 
-    def __init__(self, folders: ModelFolders, hashes: HashCache) -> None:
-        self.folders = folders
+    The folders are read anew on every use: custom nodes may add folder kinds after this extension
+    loaded, and ComfyUI's own list changes with them.
+    """
+
+    def __init__(self, folders: Callable[[], ModelFolders], hashes: HashCache) -> None:
+        self._folders = folders
         self.hashes = hashes
+
+    @property
+    def folders(self) -> ModelFolders:
+        return self._folders()
 
     async def files(self) -> list[ModelFile]:
         """Every model file of every kind except code folders, listed in a thread."""
         return await asyncio.to_thread(self._all_files)
 
     def _all_files(self) -> list[ModelFile]:
-        return [file for folder in self.folders if folder.extensions for file in _walk(folder)]
+        return [file for folder in self.folders if folder.extensions and folder.kind not in REFUSED_KINDS for file in _walk(folder)]
 
     async def listing(self, with_sha256: bool = False) -> dict[str, Any]:
         """The body of `GET /distributed/models`: files (with sha256 when asked) and free space per kind."""
@@ -83,7 +92,7 @@ class ModelLibrary:
     def _free_bytes(self) -> dict[str, int]:
         free: dict[str, int] = {}
         for folder in self.folders:
-            if not folder.extensions or not folder.paths:
+            if not folder.extensions or not folder.paths or folder.kind in REFUSED_KINDS:
                 continue
             try:
                 free[folder.kind] = disk_free(folder.paths[0])
@@ -97,9 +106,3 @@ class ModelLibrary:
         if folder is None:
             return None
         return existing_file(folder, clean_name(name))
-
-    def kinds_holding(self, name: str) -> list[str]:
-        """The folder kinds that hold a file of this name (usually one)."""
-        clean = clean_name(name)
-        return [folder.kind for folder in self.folders if folder.extensions and folder.accepts(clean)
-                and existing_file(folder, clean) is not None]

@@ -85,6 +85,15 @@ def clean_name(name: str) -> str:
     return "/".join(parts)
 
 
+def posix_name(value: str) -> str:
+    """A prompt's file value as a clean POSIX name, or as it was when it cannot be one (it is then
+    only ever compared, never written)."""
+    try:
+        return clean_name(value)
+    except ModelPathRefused:
+        return value
+
+
 def inside(path: Path, folder: Path) -> bool:
     """Whether `path`, with every symlink resolved, lies inside `folder` (symlinks resolved too)."""
     real_folder = Path(os.path.realpath(folder))
