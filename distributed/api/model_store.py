@@ -1,6 +1,7 @@
 """Routes every instance with this extension serves about its own model folders (master or worker).
 
-    GET  /distributed/models                this instance's model files with sizes (and sha256 with ?sha256=1)
+    GET  /distributed/models                this instance's model files with sizes (and sha256 with ?sha256=1);
+                                            ?files=0: only the free space per folder kind
     GET  /distributed/models/upload         where an upload stands         ?folder=&name=&size=&key=[&sha256=]
     PUT  /distributed/models/upload         append a chunk (raw body)      ?folder=&name=&size=&key=&offset=
     POST /distributed/models/upload/finish  check and put in place         ?folder=&name=&size=&key=&sha256=
@@ -37,7 +38,8 @@ def add_model_store_routes(routes: web.RouteTableDef, policy: AccessPolicy, libr
     @reader
     async def list_models(request: web.Request) -> web.Response:
         with_sha256 = request.query.get("sha256", "").lower() in TRUE_VALUES
-        return web.json_response(await library.listing(with_sha256))
+        with_files = request.query.get("files", "1").lower() in TRUE_VALUES
+        return web.json_response(await library.listing(with_files, with_sha256))
 
     @routes.get(UPLOAD_PATH)
     @guard

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from distributed.transport.provision import remote
 from distributed.transport.provision.hashes import HashCache
 from distributed.transport.provision.sender import CopyFile, CopyState, FileState, ModelCopier, ModelCopy, version_key
 from distributed.workers.pool import ClientPool
+from tests.harness import wait_until_async
 from tests.unit.model_folders import hidden_files, model_app, sha256_file, write_random
 
 Serve = Callable[[web.Application], Awaitable[TestServer]]
@@ -40,10 +40,9 @@ def source_file(master: Path, kind: str, name: str, size: int, seed: int = 1) ->
 
 
 async def copy_and_wait(copier: ModelCopier, worker: WorkerConfig, files: list[CopyFile]) -> ModelCopy:
-    copier.start(worker, files)
-    task = copier._tasks[worker.id]
-    await asyncio.wait_for(asyncio.shield(task), 60)
-    return copier.get(worker.id)
+    copy = copier.start(worker, files)
+    await wait_until_async(lambda: copy.state != CopyState.COPYING, 60, message="the copy to end")
+    return copy
 
 
 async def test_missing_files_are_copied_into_the_same_folder_kind(tmp_path: Path, aiohttp_server: Serve, pool: ClientPool) -> None:
@@ -143,3 +142,18 @@ async def test_a_second_copy_to_the_same_worker_is_refused_while_one_runs(tmp_pa
     cancelled = await copier.cancel(worker.id)
 
     assert cancelled.state == CopyState.CANCELLED
+
+
+async def test_a_file_whose_hash_does_not_match_on_the_worker_is_deleted_there(
+        tmp_path: Path, aiohttp_server: Serve, pool: ClientPool) -> None:
+    server = await aiohttp_server(model_app(tmp_path / "worker")[0])
+    file = source_file(tmp_path / "master", "loras", "style.safetensors", 2 * MB)
+    hashes = HashCache()
+    hashes.remember(file.source, "0" * 64)  # a stale cache entry stands for a file damaged on the way
+    copier = ModelCopier(pool, hashes, lambda snapshot: None)
+
+    copy = await copy_and_wait(copier, worker_at(server), [file])
+
+    assert copy.state == CopyState.FAILED and "failed its sha256 check" in copy.files[0].error
+    assert not (tmp_path / "worker" / "models" / "loras" / "style.safetensors").exists()
+    assert hidden_files(tmp_path / "worker" / "models") == []

@@ -33,7 +33,7 @@ def sha256_of(path: Path, length: int | None = None) -> str:
 
 
 class HashCache:
-    """sha256 by (real path, size, mtime); entries for changed files are simply never found again."""
+    """sha256 by (path, size, mtime); entries for changed files are simply never found again."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
         self._max_entries = max_entries
@@ -43,7 +43,7 @@ class HashCache:
     @staticmethod
     def _key(path: Path) -> tuple[str, int, int]:
         stat = os.stat(path)
-        return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+        return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
 
     def cached(self, path: Path) -> str | None:
         """The hash if it is known for the file as it is now; never reads the file's content."""
@@ -51,6 +51,10 @@ class HashCache:
             return self._entries.get(self._key(path))
         except OSError:
             return None
+
+    def known(self, path: Path, size: int, mtime_ns: int) -> str | None:
+        """`cached` for a file just listed: its size and mtime are known, so nothing is read at all."""
+        return self._entries.get((os.path.abspath(path), size, mtime_ns))
 
     def remember(self, path: Path, sha256: str) -> None:
         """Records a hash computed elsewhere (a received file was hashed as it arrived)."""

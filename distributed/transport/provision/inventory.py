@@ -114,8 +114,7 @@ class Inventory:
         """GET /distributed/inventory: the master's model files and each worker's."""
         master_files = await self._library.files()
         rows = await asyncio.gather(*(self._worker_inventory(worker, with_sha256) for worker in workers))
-        master = [file.as_json(await self._library.hashes.sha256(file.path) if with_sha256 else self._library.hashes.cached(file.path))
-                  for file in master_files]
+        master = [await self._library.describe(file, with_sha256) for file in master_files]
         return {"master": {"models": master}, "workers": list(rows)}
 
     async def _worker_inventory(self, worker: WorkerConfig, with_sha256: bool) -> dict[str, Any]:
@@ -125,7 +124,7 @@ class Inventory:
         try:
             info, _ = await self._object_infos.get(client, fresh=True)
             row["node_classes"] = len(info.info)
-            listing = await remote.listing(client, with_sha256)
+            listing = await remote.listing(client, with_sha256=with_sha256)
         except DistributedError as error:
             row["error"] = str(error)
             return row
@@ -153,7 +152,7 @@ class Inventory:
         client = self._clients.client(worker)
         try:
             info, _ = await self._object_infos.get(client, fresh=True)
-            listing = await remote.listing(client)
+            listing = await remote.listing(client, with_files=False)
         except DistributedError as error:
             needs.failure = error
             return needs

@@ -29,10 +29,10 @@ class ModelFile:
     name: str
     path: Path
     size: int
-    mtime: float
+    mtime_ns: int
 
     def as_json(self, sha256: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"folder": self.kind, "name": self.name, "size": self.size, "mtime": self.mtime}
+        body: dict[str, Any] = {"folder": self.kind, "name": self.name, "size": self.size, "mtime": self.mtime_ns / 1e9}
         if sha256 is not None:
             body["sha256"] = sha256
         return body
@@ -55,7 +55,7 @@ def _walk(folder: ModelFolder) -> list[ModelFile]:
                     stat = path.stat()
                 except OSError:
                     continue  # a dangling symlink: ComfyUI skips it when loading too
-                found[name] = ModelFile(folder.kind, name, path, stat.st_size, stat.st_mtime)
+                found[name] = ModelFile(folder.kind, name, path, stat.st_size, stat.st_mtime_ns)
     return [found[name] for name in sorted(found)]
 
 
@@ -81,13 +81,17 @@ class ModelLibrary:
     def _all_files(self) -> list[ModelFile]:
         return [file for folder in self.folders if folder.extensions and folder.kind not in REFUSED_KINDS for file in _walk(folder)]
 
-    async def listing(self, with_sha256: bool = False) -> dict[str, Any]:
-        """The body of `GET /distributed/models`: files (with sha256 when asked) and free space per kind."""
-        files = await self.files()
-        entries = [file.as_json(await self.hashes.sha256(file.path) if with_sha256 else self.hashes.cached(file.path))
-                   for file in files]
+    async def listing(self, with_files: bool = True, with_sha256: bool = False) -> dict[str, Any]:
+        """The body of `GET /distributed/models`: files (with sha256 when asked; known ones always) and
+        free space per kind; without files, only the free space (what a master asks before a copy)."""
+        files = await self.files() if with_files else []
         free = await asyncio.to_thread(self._free_bytes)
-        return {"files": entries, "free_bytes": free}
+        return {"files": [await self.describe(file, with_sha256) for file in files], "free_bytes": free}
+
+    async def describe(self, file: ModelFile, with_sha256: bool = False) -> dict[str, Any]:
+        """One file as listed: its sha256 when asked for (computed if need be) or already known."""
+        sha256 = await self.hashes.sha256(file.path) if with_sha256 else self.hashes.known(file.path, file.size, file.mtime_ns)
+        return file.as_json(sha256)
 
     def _free_bytes(self) -> dict[str, int]:
         free: dict[str, int] = {}

@@ -1,6 +1,6 @@
 """The model routes of a worker that runs this extension, as the master calls them.
 
-    GET  /distributed/models                  the worker's model files (sizes; sha256 with ?sha256=1)
+    GET  /distributed/models                  the worker's model files (sizes; sha256 with ?sha256=1; ?files=0: free space only)
     GET  /distributed/models/upload           where an upload stands (absent, partial + offset, present)
     PUT  /distributed/models/upload           one chunk of a file, at an offset
     POST /distributed/models/upload/finish    check the sha256 and put the file in place
@@ -55,9 +55,9 @@ def _raise_for(client: WorkerClient, status: int, body: Any, what: str) -> None:
     raise BadResult(client.name, f"{what} answered HTTP {status}: {message}")
 
 
-async def listing(client: WorkerClient, with_sha256: bool = False) -> dict[str, Any] | None:
-    """The worker's model files and free space, or None for a stock worker."""
-    params = {"sha256": "1"} if with_sha256 else None
+async def listing(client: WorkerClient, with_files: bool = True, with_sha256: bool = False) -> dict[str, Any] | None:
+    """The worker's model files and free space (only the space without files), or None for a stock worker."""
+    params = {"files": "1" if with_files else "0", "sha256": "1" if with_sha256 else "0"}
     status, body = await client.send("GET", MODELS_PATH, params=params,
                                      read_timeout=HASHING_READ_TIMEOUT if with_sha256 else LISTING_READ_TIMEOUT)
     if status == 404:

@@ -281,10 +281,13 @@ class ModelCopier:
         file.resumed_from = offset or None
         copy.sample(self._clock())
         self._emit(copy, force=True)
-        digest = hashlib.sha256()
+        known = self._hashes.cached(file.source)  # sent to another worker before: no need to hash it again
+        digest = None if known else hashlib.sha256()
         with open(file.source, "rb") as source:  # noqa: ASYNC230 - reads happen in threads below
-            if offset:
+            if digest is not None and offset:
                 await asyncio.to_thread(_hash_prefix, source, digest, offset)
+            elif offset:
+                source.seek(offset)
             position = offset
             while position < file.size:
                 end = min(position + CHUNK_BYTES, file.size)
@@ -294,13 +297,14 @@ class ModelCopier:
                     raise _Resync
                 position = file.done = end
                 self._emit(copy)
-        return digest.hexdigest()
+        return digest.hexdigest() if digest is not None else str(known)
 
     async def _blocks(self, source: BinaryIO, digest: Any, length: int, copy: ModelCopy, file: CopyFile) -> AsyncIterator[bytes]:
-        """A chunk's body: blocks read and hashed in a thread, one ahead of the socket, at most at the
-        copy's speed limit."""
+        """A chunk's body, at most at the copy's speed limit. Three things overlap: the next block is
+        read (a thread), this one hashed (another thread, in order) and sent (the loop)."""
         left = length
-        pending = asyncio.ensure_future(asyncio.to_thread(_read_block, source, digest, min(READ_BLOCK, left)))
+        pending = asyncio.ensure_future(asyncio.to_thread(source.read, min(READ_BLOCK, left)))
+        hashing: asyncio.Future[None] | None = None
         try:
             while left > 0:
                 block = await pending
@@ -308,7 +312,11 @@ class ModelCopier:
                     raise ModelFileError(f"{file.name} became shorter on the master during the copy")
                 left -= len(block)
                 if left > 0:
-                    pending = asyncio.ensure_future(asyncio.to_thread(_read_block, source, digest, min(READ_BLOCK, left)))
+                    pending = asyncio.ensure_future(asyncio.to_thread(source.read, min(READ_BLOCK, left)))
+                if digest is not None:
+                    if hashing is not None:
+                        await hashing
+                    hashing = asyncio.ensure_future(asyncio.to_thread(digest.update, block))
                 yield block
                 file.done += len(block)
                 now = self._clock()
@@ -317,9 +325,11 @@ class ModelCopier:
                 if ahead > 0:  # a speed limit keeps a shared uplink usable
                     await asyncio.sleep(ahead)
                 self._emit(copy)
+            if hashing is not None:
+                await hashing
         finally:
             # A request that broke off stops pulling blocks: let the read in flight end before the file closes.
-            await asyncio.gather(pending, return_exceptions=True)
+            await asyncio.gather(pending, *([hashing] if hashing else []), return_exceptions=True)
 
     def _emit(self, copy: ModelCopy, force: bool = False) -> None:
         now = self._clock()
@@ -332,12 +342,6 @@ class ModelCopier:
 def version_key(file: CopyFile, mtime_ns: int) -> str:
     """Names this version of the source: a partial on the worker is continued only by the same one."""
     return hashlib.sha256(f"{file.kind}/{file.name}:{file.size}:{mtime_ns}".encode()).hexdigest()[:32]
-
-
-def _read_block(source: BinaryIO, digest: Any, size: int) -> bytes:
-    block = source.read(size)
-    digest.update(block)
-    return block
 
 
 def _hash_prefix(source: BinaryIO, digest: Any, length: int) -> None:

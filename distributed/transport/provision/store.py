@@ -21,6 +21,7 @@ The rules that make this safe to expose:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
@@ -235,27 +236,23 @@ class ModelStore:
 
     async def _write(self, fd: int, partial: Path, upload: Upload, offset: int, chunks: AsyncIterator[bytes],
                      digest: _Digest | None) -> int:
-        """Writes as the bytes arrive, one block in a thread while the next is read from the socket."""
+        """Writes as the bytes arrive: a block is written and hashed (two threads, side by side) while
+        the next one is read from the socket."""
         position = offset
         buffer = bytearray()
-        pending: asyncio.Future[None] | None = None
+        landing = _Landing(fd, digest)
         try:
             async for piece in chunks:
                 if position + len(buffer) + len(piece) > upload.size:
                     raise ConfigError(f"size: more bytes arrived than the {upload.size} declared", field="size")
                 buffer += piece
                 if len(buffer) >= WRITE_BLOCK:
-                    if pending is not None:
-                        await pending
                     block, buffer = bytes(buffer), bytearray()
-                    pending = asyncio.ensure_future(asyncio.to_thread(_write_block, fd, block, digest))
+                    await landing.add(block)
                     position += len(block)
-            if pending is not None:
-                await pending
-                pending = None
             if buffer:
-                await asyncio.to_thread(_write_block, fd, bytes(buffer), digest)
-                position += len(buffer)
+                await landing.add(bytes(buffer))
+            await landing.settle()
         except OSError as error:
             if error.errno not in NO_SPACE_ERRNOS:
                 raise
@@ -265,8 +262,8 @@ class ModelStore:
                 f"the disk filled up while receiving {upload.name} in {upload.kind}; the partial file was deleted"
             ) from None
         finally:
-            if pending is not None:  # the request broke off: let the block in flight land, keep what was written
-                await asyncio.gather(pending, return_exceptions=True)
+            with contextlib.suppress(Exception):  # the request broke off: let the block in flight land, keep what was written
+                await landing.settle()
         return os.fstat(fd).st_size
 
     async def _put_in_place(self, folder: ModelFolder, upload: Upload, partial: Path, target: Path, sha256: str) -> None:
@@ -280,6 +277,36 @@ class ModelStore:
                 raise ModelFileConflict(
                     f"a different file named {upload.name} appeared in {upload.kind} on this worker; it was not overwritten"
                 ) from None
+
+
+class _Landing:
+    """The block being written and hashed; the running hash counts only blocks that were both."""
+
+    def __init__(self, fd: int, digest: _Digest | None) -> None:
+        self._fd = fd
+        self._digest = digest
+        self._pending: list[asyncio.Future[Any]] = []
+        self._size = 0
+
+    async def add(self, block: bytes) -> None:
+        await self.settle()
+        self._size = len(block)
+        self._pending = [asyncio.ensure_future(asyncio.to_thread(_write_all, self._fd, block))]
+        if self._digest is not None:
+            self._pending.append(asyncio.ensure_future(asyncio.to_thread(self._digest.hasher.update, block)))
+
+    async def settle(self) -> None:
+        """Waits for the block in flight; raises what its write raised."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if self._digest is not None:
+            # A block hashed but not written would make the hash lie about the file: never reuse it.
+            self._digest.offset = -1 if failures else self._digest.offset + self._size
+        if failures:
+            raise failures[0]
 
 
 class _Claim:
@@ -323,14 +350,11 @@ def _open_partial(partial: Path) -> int:
         raise
 
 
-def _write_block(fd: int, block: bytes, digest: _Digest | None) -> None:
+def _write_all(fd: int, block: bytes) -> None:
     view = memoryview(block)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-    if digest is not None:
-        digest.hasher.update(block)
-        digest.offset += len(block)
 
 
 def _fsync(path: Path) -> None:
