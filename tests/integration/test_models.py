@@ -8,6 +8,7 @@ preflight only reads the workers' loader option lists.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import urllib.error
 import urllib.parse
@@ -45,8 +46,12 @@ def fleet() -> Iterator[dict[str, ComfyInstance]]:
         {"id": name, "name": f"Worker {name}", "type": "remote", "host": "127.0.0.1", "port": instances[name].port}
         for name in ("ext", "stock")
     ]}))
-    with running(*instances.values()):
-        yield instances
+    try:
+        with running(*instances.values()):
+            yield instances
+    finally:  # the logs stay; hundreds of MB of random model files need not
+        for models in base.glob("*/models"):
+            shutil.rmtree(models, ignore_errors=True)
 
 
 def master_model(fleet: dict[str, ComfyInstance], kind: str, name: str, size: int, seed: int = 0) -> str:
