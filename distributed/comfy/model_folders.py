@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,10 @@ class LocalModels:
     packs: ComfyPacks
 
 
-def install(server: Any, environ: dict[str, str] | None = None) -> LocalModels:
+def install(server: Any, environ: Mapping[str, str] = os.environ) -> LocalModels:
     """Adds the model routes to ComfyUI's PromptServer (before it adds its route table), guarded by
     the access policy this instance's environment sets."""
     library = ModelLibrary(read_model_folders, HashCache())
-    policy = AccessPolicy.from_environ(environ if environ is not None else os.environ)
+    policy = AccessPolicy.from_environ(environ)
     add_model_store_routes(server.routes, policy, library, ModelStore(library))
     return LocalModels(library, ComfyPacks())

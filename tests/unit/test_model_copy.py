@@ -157,3 +157,16 @@ async def test_a_file_whose_hash_does_not_match_on_the_worker_is_deleted_there(
     assert copy.state == CopyState.FAILED and "failed its sha256 check" in copy.files[0].error
     assert not (tmp_path / "worker" / "models" / "loras" / "style.safetensors").exists()
     assert hidden_files(tmp_path / "worker" / "models") == []
+
+
+async def test_an_empty_model_file_is_copied_too(tmp_path: Path, aiohttp_server: Serve, pool: ClientPool) -> None:
+    server = await aiohttp_server(model_app(tmp_path / "worker")[0])
+    source = tmp_path / "master" / "models" / "vae" / "empty.safetensors"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"")
+    copier = ModelCopier(pool, HashCache(), lambda snapshot: None)
+
+    copy = await copy_and_wait(copier, worker_at(server), [CopyFile("checkpoints", "sub/empty.safetensors", source, 0)])
+
+    assert copy.state == CopyState.DONE, copy.error
+    assert (tmp_path / "worker" / "models" / "checkpoints" / "sub" / "empty.safetensors").read_bytes() == b""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ...config.models import WorkerConfig
-from ...errors import DistributedError
+from ...errors import DistributedError, ModelPathRefused
 from ...graph import Prompt
 from ...workers.client import WorkerClient
 from ..object_info import ObjectInfoCache
@@ -180,7 +180,10 @@ class Inventory:
         seen: set[tuple[str, str]] = set()
         for model in needs.missing_models:
             kind = model.kind
-            path = self._library.find(kind, model.name) if kind else None
+            try:
+                path = self._library.find(kind, model.name) if kind else None
+            except ModelPathRefused:  # a prompt value no model folder could hold
+                path = None
             if kind is None or path is None or model.size is None:
                 skipped.append(f"{model.name}: not in the master's model folders")
                 continue

@@ -34,11 +34,12 @@ class ModelFolder:
     kind: str
     paths: tuple[Path, ...]
     extensions: frozenset[str]
-    """Lower-case suffixes with the dot; empty means ComfyUI lists every file of the folder."""
+    """Lower-case suffixes with the dot. Empty for kinds that hold no model files of their own
+    (`custom_nodes`, `classifiers`): they are neither listed nor written."""
 
     def accepts(self, name: str) -> bool:
         """Whether ComfyUI would list a file of this name in this folder kind."""
-        return not self.extensions or PurePosixPath(name).suffix.lower() in self.extensions
+        return PurePosixPath(name).suffix.lower() in self.extensions
 
 
 class ModelFolders:
@@ -46,9 +47,6 @@ class ModelFolders:
 
     def __init__(self, folders: list[ModelFolder]) -> None:
         self._folders = {folder.kind: folder for folder in folders}
-
-    def kinds(self) -> list[str]:
-        return sorted(self._folders)
 
     def get(self, kind: str) -> ModelFolder | None:
         return self._folders.get(kind)

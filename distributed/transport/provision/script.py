@@ -15,7 +15,6 @@ import shlex
 
 from .setup_plan import SetupPlan
 
-SHELLS = ("bash", "powershell")
 FILENAMES = {"bash": "setup-worker.sh", "powershell": "setup-worker.ps1"}
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u0085]")
 

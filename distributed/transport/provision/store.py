@@ -153,6 +153,9 @@ class ModelStore:
         folder, target = self._locate(upload)
         with self._claim(target, upload):
             partial = self._partial(target, upload.key)
+            if upload.size == 0 and _length(partial) == 0:  # nothing to send, so no chunk made the partial
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.close(_open_partial(partial))
             length = _length(partial)
             if length != upload.size:
                 raise ModelFileConflict(f"the partial {upload.name} holds {length} of {upload.size} bytes; send the rest first")
