@@ -233,3 +233,16 @@ def test_token_protected_worker_routes_refuse_a_master_without_the_token() -> No
             accepted = response.status
 
     assert refused[0] == 401 and accepted == 200
+
+
+def test_another_web_origin_cannot_start_or_stop_a_copy(fleet: dict[str, ComfyInstance]) -> None:
+    master_model(fleet, "checkpoints", "base.safetensors", MB, seed=1)
+    before = copy_state(fleet)
+    headers = {"Origin": "http://evil.example", "X-Distributed-Request": "1"}
+
+    started = http_json("POST", f"{fleet['master'].url}/distributed/workers/ext/models/copy",
+                        {"files": [{"folder": "checkpoints", "name": "base.safetensors"}]}, headers=headers)
+    stopped = http_json("DELETE", f"{fleet['master'].url}/distributed/workers/ext/models/copy", headers=headers)
+
+    assert started[0] == 403 and stopped[0] == 403
+    assert copy_state(fleet) == before
