@@ -28,6 +28,7 @@ app.registerExtension({
       const { severity, summary, detail } = event.detail;
       app.extensionManager.toast.add({ severity, summary, detail, life: TOAST_LIFE_MS[severity] ?? 5000 });
     });
+    store.workflowSource = () => app.graphToPrompt();
     store.connect(api);
     store.refresh();
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..workers.local.command import MASTER_API_ENV_PREFIX
+from ..workers.lock import worker_token
 from .errors import Handler, error_response, mapped
 
 logger = logging.getLogger(__name__)
@@ -146,6 +147,20 @@ class AccessPolicy:
         token still apply; a master sends the token as the worker's `auth_token`.
         """
         policy = cls.from_environ(environ)
+        return cls(policy.token, policy.protect_reads, hosts=None)
+
+    @classmethod
+    def for_worker_routes(cls, environ: Mapping[str, str]) -> AccessPolicy:
+        """The policy of routes a master uses on this instance as a worker, which write files (models).
+
+        A master reaches a worker by whatever name it was given (a pod proxy's, a tunnel's), so a name
+        cannot be asked to be allowed beforehand. A token does what the Host rule does against a page
+        that re-points its own name here: such a page cannot know it. So the Host rule applies unless
+        this instance has a token (the API's, or the worker lock of workers/lock.py).
+        """
+        policy = cls.from_environ(environ)
+        if policy.token is None and worker_token(environ) is None:
+            return policy
         return cls(policy.token, policy.protect_reads, hosts=None)
 
     def token_problem(self, request: web.Request) -> str | None:

@@ -258,6 +258,23 @@ class WorkerClient:
             raise self._late(scope, "GET", path, seconds) or unavailable_from(self.name, error, TRANSFER_READ_TIMEOUT) from None
         return Download(value, body.count, time.perf_counter() - started)
 
+    async def send(self, method: str, path: str, *, params: dict[str, str] | None = None, json_body: Any = None,
+                   data: Any = None, read_timeout: float = READ_TIMEOUT, data_size: int = 0) -> tuple[int, Any]:
+        """One request to a route of this extension on the worker: (status, its JSON answer or None).
+
+        Never retried (a chunk of a model copy must not be sent twice by accident); the caller reads
+        the status. A body of `data_size` bytes gets a deadline that allows for it (a chunk of a model
+        file on a slow link). A refused token or proxy login raises WorkerOffline like every other call.
+        """
+        deadline = transfer_deadline(data_size) if data_size else None
+        status, body = await self._request(method, path, json_body=json_body, data=data, params=params, read_timeout=read_timeout,
+                                           deadline=deadline)
+        self._raise_for_auth(status, method, path)
+        try:
+            return status, parse_json(body) if body else None
+        except ValueError:
+            return status, None
+
     async def cancel(self, prompt_id: str) -> None:
         """Removes a prompt from the worker's queue and stops it if running; best effort."""
         for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
