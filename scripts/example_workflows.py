@@ -5,7 +5,7 @@ as if a user had saved them. Edit the workflows here and run
 
     python scripts/example_workflows.py
 
-to rewrite the files; tests/unit/test_example_workflows.py fails when they and this script differ.
+to rewrite the files; tests/unit/test_example_workflow_files.py fails when they and this script differ.
 The file name is the title the Templates browser shows (both the pinned and the newest frontend show
 a custom node pack's template by its file name), and a `.jpg` of the same name is its thumbnail.
 """

@@ -144,3 +144,27 @@ NODE_CLASS_MAPPINGS = {
     "DistTestTone": DistTestTone,
     "DistTestSaveAudioArray": DistTestSaveAudioArray,
 }
+
+
+def _hold_every_sampling_run() -> None:
+    """With DIST_TEST_SAMPLE_SECONDS set, every KSampler run (a worker's tile chain, the master's own
+    tile renderer, any txt2img) takes that long more, times DIST_TEST_SLOWDOWN: a stand-in for GPU
+    time per tile in the upscale benchmark, on instances whose sampling is otherwise tiny."""
+    import nodes
+
+    seconds = float(os.environ.get("DIST_TEST_SAMPLE_SECONDS", "0")) * float(os.environ.get("DIST_TEST_SLOWDOWN", "1"))
+    if seconds <= 0:
+        return
+    sample = nodes.common_ksampler
+
+    def held(*args, **kwargs):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        return sample(*args, **kwargs)
+
+    nodes.common_ksampler = held
+
+
+_hold_every_sampling_run()
