@@ -73,6 +73,17 @@ class ShareProgress:
         return {"value": self.value, "max": self.max, "node": self.node}
 
 
+@dataclass(frozen=True)
+class ShareResult:
+    """What a worker delivered for one share, with what its run says about the worker's state."""
+
+    outputs: dict[str, ShareOutput]
+    """Collector node id -> that collector's output."""
+    cached_nodes: frozenset[str] = frozenset()
+    """Nodes the worker reused from its cache instead of running them: a worker that reused the
+    seed-independent part of the graph (the model loaders) ran warm."""
+
+
 class ShareState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -80,20 +91,70 @@ class ShareState(enum.StrEnum):
     FAILED = "failed"
 
 
+class RunState(enum.StrEnum):
+    """How one copy of a share ended (or that it still runs)."""
+
+    RUNNING = "running"
+    WON = "won"
+    """Delivered first: its output is the share's."""
+    CANCELLED = "cancelled"
+    """Stopped because the other copy delivered first, or its participant failed another share."""
+    FAILED = "failed"
+
+
+@dataclass
+class ShareRun:
+    """One copy of a share on one participant. A share has one run, and a second while a backup copy
+    races a participant that lags far behind what its speed predicted."""
+
+    participant: str
+    claimed_at: float
+    expected_seconds: float
+    """What the speed model expected the run to take when it was handed out."""
+    started_at: float | None = None
+    """When its worker reported the first event of it (it left the worker's queue)."""
+    progress: ShareProgress | None = None
+    state: RunState = RunState.RUNNING
+    backup_reason: str | None = None
+    """Set on a backup copy: why it was started ("Studio PC is 4x slower than usual")."""
+
+
 @dataclass
 class Share:
-    """One unit of a job, rendered by exactly one participant in the end. Lives on the server loop."""
+    """One unit of a job, delivered by exactly one participant in the end. Lives on the server loop."""
 
     index: int
     batch: BatchSlice | None = None
     """Split mode: the slice of the single-instance batch this share renders."""
+    intended: str | None = None
+    """Fan-out: the participant this share was dealt to (it goes elsewhere only if that one cannot take it)."""
     state: ShareState = ShareState.PENDING
-    participant: str | None = None
-    claimed_at: float | None = None
+    runs: list[ShareRun] = field(default_factory=list)
+    """Every copy handed out, oldest first; those still RUNNING are the share's live copies."""
+    delivered_by: str | None = None
     attempts: list[str] = field(default_factory=list)
     """One line per failed attempt: "worker 'x': cause"."""
-    progress: ShareProgress | None = None
 
     @property
     def units(self) -> int:
         return self.batch.length if self.batch else 1
+
+    def live_runs(self) -> list[ShareRun]:
+        return [run for run in self.runs if run.state == RunState.RUNNING]
+
+    def run_of(self, participant: str) -> ShareRun | None:
+        """The live copy on `participant`, if any."""
+        return next((run for run in self.live_runs() if run.participant == participant), None)
+
+    @property
+    def participant(self) -> str | None:
+        """Who delivered the share, else who runs its first live copy."""
+        if self.delivered_by is not None:
+            return self.delivered_by
+        live = self.live_runs()
+        return live[0].participant if live else None
+
+    @property
+    def progress(self) -> ShareProgress | None:
+        live = self.live_runs()
+        return live[0].progress if live else None

@@ -15,6 +15,7 @@ from comfy.cli_args import parser as comfy_parser
 
 from ... import nodes
 from ..api.access import guard
+from ..api.identity import add_identity_route
 from ..app import DistributedApp
 from ..workers.local.command import WORKER_ID_ENV
 from . import bridge, result_sink
@@ -37,4 +38,6 @@ def start(server: Any) -> tuple[dict[str, type], dict[str, str]]:
         application = DistributedApp(ComfyServer(server), read_master_paths(), comfy_parser, EXTENSION_DIR)
         application.install()
         bridge.bind(application.bridge)
+    else:
+        add_identity_route(server.routes, None)  # a worker: a master probing it learns it is not itself
     return classes, names

@@ -50,8 +50,8 @@ def test_planning_never_mutates_the_users_prompt() -> None:
     assert p.share_prompt(3)["2"]["inputs"]["steps"] == 4
 
 
-def test_class_types_list_what_a_worker_needs_without_our_nodes() -> None:
-    assert plan(_prompt()).class_types == {"KSamplerLike", "Decode", "PreviewImage"}
+def test_a_share_holds_only_what_a_stock_worker_has_not_our_nodes() -> None:
+    assert {node["class_type"] for node in plan(_prompt()).share_prompt(1).values()} == {"KSamplerLike", "Decode", "PreviewImage"}
 
 
 def test_two_collectors_share_one_plan() -> None:
