@@ -117,6 +117,9 @@ class ShareRun:
     state: RunState = RunState.RUNNING
     backup_reason: str | None = None
     """Set on a backup copy: why it was started ("Studio PC is 4x slower than usual")."""
+    cold: bool = False
+    """The participant's first run of the workflow: it probably loads models, so it is judged against
+    other first runs, and what it shows says nothing of its warm speed."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ const JOB_EVENTS = {
   workerStatus: "distributed.worker_status",
   jobUpdate: "distributed.job_update",
   shareReassigned: "distributed.share_reassigned",
+  shareCopied: "distributed.share_copied",
   workerSkipped: "distributed.worker_skipped",
 };
 
@@ -47,6 +48,7 @@ export class DistributedStore extends EventTarget {
       [JOB_EVENTS.workerStatus]: (event) => this.applyWorkerStatus(event.detail),
       [JOB_EVENTS.jobUpdate]: (event) => this.applyJobUpdate(event.detail),
       [JOB_EVENTS.shareReassigned]: (event) => this.onShareReassigned(event.detail),
+      [JOB_EVENTS.shareCopied]: (event) => this.onShareCopied(event.detail),
       [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
       reconnected: () => this.refresh(),
       // The master's own share runs as the job's `prompt_id` in ComfyUI: its steps come from ComfyUI.
@@ -215,6 +217,10 @@ export class DistributedStore extends EventTarget {
 
   onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {
     this.notify("warn", `Share ${Number(shareIndex) + 1} re-run elsewhere`, `${this.participantName(from)}: ${reason ?? "no reason given"}`);
+  }
+
+  onShareCopied({ share_index: shareIndex, to_worker: to, reason } = {}) {
+    this.notify("info", `Share ${Number(shareIndex) + 1} copied to ${this.participantName(to)}`, reason ?? "");
   }
 
   onWorkerSkipped({ worker_id: workerId, reason } = {}) {

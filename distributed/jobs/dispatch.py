@@ -361,6 +361,7 @@ class Dispatcher:
         now = self._clock()
         speed = next(p.seconds_per_unit for p in participants if p.id == participant)
         run = job.queue.claim(share, participant, now, speed * share.units, backup_reason)
+        run.cold = not self.speeds.has_run(job.plan.workflow_key, participant)
         if worker is None:  # the master: its thread waits in a collector and starts on it at once
             run.started_at = now
             logger.info("Job %s: share %d goes to the master", job.job_id, share.index)
@@ -409,12 +410,15 @@ class Dispatcher:
             ids.append(MASTER)
         seconds = self.speeds.estimates(key, ids)
         basis = self.speeds.has_basis(key)
+        first_run = self.speeds.first_run_seconds(key)
         participants = []
         for participant in ids:
             held = master_held if participant == MASTER else job.queue.held_by(participant)
+            cold = bool(held) and held[0][1].cold
             participants.append(participant_view(
                 participant, seconds[participant], [(share.index, run, share.units) for share, run in held],
-                self._free_since.get(participant, 0.0), now, 1 if participant == MASTER else WINDOW, basis,
+                self._free_since.get(participant, 0.0), now, 1 if participant == MASTER else WINDOW,
+                has_basis=first_run is not None if cold else basis, current_seconds_per_unit=first_run if cold else None,
             ))
         return participants
 
@@ -492,11 +496,12 @@ class Dispatcher:
 
     def _stop(self, job: Job, share: Share, runs: list[ShareRun], tasks: dict[asyncio.Task, tuple[Share, ShareRun, WorkerConfig]],
               now: float) -> None:
-        """Stops the copies that lost the race; a lagging one has shown it takes at least this long."""
+        """Stops the copies that lost the race; a lagging one has shown it takes at least this long
+        (unless it was its first run: that says nothing of its warm speed)."""
         assert job.plan is not None
         for run in runs:
             self._cancel_task_of(run, tasks)
-            if run.started_at is not None:
+            if run.started_at is not None and not run.cold:
                 self.speeds.observe_at_least(job.plan.workflow_key, run.participant, now - run.started_at, share.units)
             logger.info("Job %s: share %d stopped on %s: another copy came first", job.job_id, share.index, self._name(run.participant))
 

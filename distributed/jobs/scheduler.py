@@ -48,14 +48,17 @@ class Participant:
 
 
 def participant_view(participant: str, seconds_per_unit: float, held: Sequence[tuple[int, ShareRun, int]], free_since: float,
-                     now: float, window: int = WINDOW, has_basis: bool = True) -> Participant:
+                     now: float, window: int = WINDOW, has_basis: bool = True,
+                     current_seconds_per_unit: float | None = None) -> Participant:
     """The participant as the scheduler sees it, from what it holds: (share index, run, units) in claim order.
 
     Its current share started when its worker said so, else when it was handed out or the share
-    before it was delivered (`free_since`), whichever came last. Past its expected time, the share is
-    guessed to need as long again as it has overrun, and the participant to be at least as slow as it
-    shows for the shares behind it. `has_basis` is False while nobody has run the workflow: an
-    overrun of a guess says nothing about the participant.
+    before it was delivered (`free_since`), whichever came last. It is expected to take
+    `current_seconds_per_unit` per unit when given (a first run, judged against other first runs),
+    else its estimate. Past that, the share is guessed to need as long again as it has overrun, and
+    the participant to be at least as slow as it shows for the shares behind it. `has_basis` is False
+    while the expectation is a guess (nobody has run the workflow yet): an overrun of a guess says
+    nothing about the participant.
     """
     speed, busy, lag = seconds_per_unit, now, 0.0
     finishes: list[tuple[int, float]] = []
@@ -63,10 +66,10 @@ def participant_view(participant: str, seconds_per_unit: float, held: Sequence[t
         index, run, units = held[0]
         began = run.started_at if run.started_at is not None else max(run.claimed_at, free_since)
         elapsed = max(now - began, 0.0)
-        expected = seconds_per_unit * units
+        expected = (current_seconds_per_unit or seconds_per_unit) * units
         if elapsed > expected and run.started_at is not None and has_basis:
             lag = elapsed / expected
-            speed = seconds_per_unit * lag
+            speed = max(seconds_per_unit, elapsed / units)
             busy = now + (elapsed - expected)
         else:
             busy = max(now, began + expected)

@@ -88,6 +88,12 @@ class SpeedModel:
         """Whether anyone has run the workflow: estimates then rest on a measurement, not a guess."""
         return any(record.best() is not None for record in self._records.get(workflow_key, {}).values())
 
+    def first_run_seconds(self, workflow_key: str) -> float | None:
+        """What a participant's first run of the workflow may take: the median of the first (cold)
+        runs seen, or None before any."""
+        bounds = [record.bound for record in self._records.get(workflow_key, {}).values() if record.bound is not None]
+        return statistics.median(bounds) if bounds else None
+
     def observe(self, workflow_key: str, participant: str, seconds: float, units: int = 1, warm: bool = True) -> None:
         """One run of `units` that took `seconds`; a cold run only bounds the estimate."""
         self._latest_key = workflow_key

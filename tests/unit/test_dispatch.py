@@ -185,7 +185,8 @@ async def test_an_idle_master_takes_a_waiting_share_it_finishes_no_later_than_th
 
 
 async def _lagging(rig: Rig) -> Job:
-    """Workers a and b each hold one share; b delivers in 1 s, a's share keeps running."""
+    """Workers a and b each hold one share, their first of the workflow; b delivers in 1 s (loading
+    its model: a cold run), a's share keeps running."""
     job = await rig.started(shares=2)
     await rig.calls(2)
     on_a, on_b = rig.runner.on("a", 0), rig.runner.on("b", 1)
@@ -193,7 +194,7 @@ async def _lagging(rig: Rig) -> Job:
     on_a.start()
     on_b.start()
     rig.clock.advance(1.0)
-    on_b.deliver()
+    on_b.deliver(cached=())
     await wait_until_async(lambda: job.queue.shares[1].state == "done", 5)
     return job
 
@@ -257,6 +258,47 @@ async def test_a_hung_worker_failing_its_share_while_a_copy_runs_leaves_the_copy
 
     assert labels(outcome) == ["share 0 (b)", "share 1 (b)"]
     assert "no progress" in job.queue.shares[0].attempts[0]
+
+
+async def test_a_first_run_is_not_copied_while_no_other_first_run_says_how_long_one_takes(tmp_path: Path) -> None:
+    """b ran warm (its model was loaded already); a may be loading its model: no copy yet."""
+    rig = make_rig(tmp_path, ["a", "b"], participate=False)
+    job = await rig.started(shares=2)
+    await rig.calls(2)
+    rig.runner.on("a", 0).start()  # type: ignore[union-attr]
+    rig.runner.on("b", 1).start()  # type: ignore[union-attr]
+    rig.clock.advance(1.0)
+    rig.runner.on("b", 1).deliver(cached=("2",))  # type: ignore[union-attr]
+    await wait_until_async(lambda: job.queue.shares[1].state == "done", 5)
+
+    rig.clock.advance(10.0)
+    await asyncio.sleep(0.1)
+
+    assert rig.runner.on("b") is None
+
+
+async def test_a_later_run_lagging_behind_the_estimate_is_copied(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, ["a", "b"], participate=False)
+    first = await rig.started(shares=2, prompt_id="first")
+    await rig.calls(2)
+    for call in rig.runner.live():
+        call.start()
+    rig.clock.advance(1.0)
+    for call in rig.runner.live():
+        call.deliver(cached=())
+    await asyncio.wait_for(rig.collect(first), 5)
+
+    job = await rig.started(shares=2, prompt_id="second")
+    await rig.calls(4)
+    for call in rig.runner.live():
+        call.start()
+    rig.clock.advance(1.0)
+    rig.runner.on("b", 1).deliver()  # type: ignore[union-attr]
+    await wait_until_async(lambda: job.queue.shares[1].state == "done", 5)
+    rig.clock.advance(2.0)
+
+    await wait_until_async(lambda: rig.runner.on("b", 0), 5)
+    assert job.snapshot()["shares"][0]["copies"][0]["reason"] == "Worker a is 3x slower than usual"
 
 
 # --- what the job says ------------------------------------------------------------------------------
