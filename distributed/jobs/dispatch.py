@@ -316,9 +316,9 @@ class Dispatcher:
                 for task in [task for task in tasks if task.done()]:
                     share, run, worker = tasks.pop(task)
                     self._settle(job, share, run, worker, task, tasks)
-                self._check_master(job)
                 if job.queue.is_finished() and job.master_state != MasterShareState.RUNNING:
-                    break
+                    break  # before looking at the master's prompt: it ends right after its collectors join
+                self._check_master(job)
                 config = self._registry.snapshot()
                 now = self._clock()
                 workers = {worker.id: worker for worker in self._candidates(job, config)}
