@@ -405,15 +405,15 @@ class Dispatcher:
         assert job.plan is not None
         key = job.plan.workflow_key
         ids = list(workers)
-        master_held = job.queue.held_by(MASTER)
-        if job.master_takes_part and job.master_state != MasterShareState.RUNNING and (job.master_idle or master_held):
+        holdings = job.queue.holdings()
+        if job.master_takes_part and job.master_state != MasterShareState.RUNNING and (job.master_idle or MASTER in holdings):
             ids.append(MASTER)
         seconds = self.speeds.estimates(key, ids)
         basis = self.speeds.has_basis(key)
         first_run = self.speeds.first_run_seconds(key)
         participants = []
         for participant in ids:
-            held = master_held if participant == MASTER else job.queue.held_by(participant)
+            held = holdings.get(participant, [])
             cold = bool(held) and held[0][1].cold
             participants.append(participant_view(
                 participant, seconds[participant], [(share.index, run, share.units) for share, run in held],

@@ -185,9 +185,18 @@ class ShareQueue:
 
     def held_by(self, participant: str) -> list[tuple[Share, ShareRun]]:
         """The live copies `participant` holds, in the order it was given them."""
-        held = [(s, run) for s in self.shares.values() if s.state == ShareState.RUNNING
-                for run in s.live_runs() if run.participant == participant]
-        return sorted(held, key=lambda item: item[1].claimed_at)
+        return self.holdings().get(participant, [])
+
+    def holdings(self) -> dict[str, list[tuple[Share, ShareRun]]]:
+        """Every participant's live copies, each in the order it was given them (one pass over the shares)."""
+        held: dict[str, list[tuple[Share, ShareRun]]] = {}
+        for share in self.shares.values():
+            if share.state == ShareState.RUNNING:
+                for run in share.live_runs():
+                    held.setdefault(run.participant, []).append((share, run))
+        for runs in held.values():
+            runs.sort(key=lambda item: item[1].claimed_at)
+        return held
 
     def is_finished(self) -> bool:
         return all(s.state == ShareState.DONE for s in self.shares.values())
