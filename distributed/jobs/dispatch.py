@@ -419,6 +419,7 @@ class Dispatcher:
                 participant, seconds[participant], [(share.index, run, share.units) for share, run in held],
                 self._free_since.get(participant, 0.0), now, 1 if participant == MASTER else WINDOW,
                 has_basis=first_run is not None if cold else basis, current_seconds_per_unit=first_run if cold else None,
+                recent_seconds_per_unit=job.recent_seconds.get(participant),
             ))
         return participants
 
@@ -476,6 +477,8 @@ class Dispatcher:
             plan = job.plan
             warm = bool(result.cached_nodes & plan.shared_nodes) if plan.shared_nodes else self.speeds.has_run(plan.workflow_key, worker.id)
             self.speeds.observe(plan.workflow_key, worker.id, now - began, share.units, warm=warm)
+            if warm:
+                job.recent_seconds[worker.id] = (now - began) / share.units
             self._free_since[worker.id] = now
             copy = " (its copy came first)" if run.backup_reason else ""
             logger.info("Job %s: share %d delivered by %s in %.2f s%s", job.job_id, share.index, worker.name, now - began, copy)

@@ -7,10 +7,11 @@ participant is not given the last shares when a fast one would finish them soone
 never depends on who rendered what. A participant that failed a share is excluded from the rest of
 the job (its failure is kept to name it in the error), and its shares go back to the line.
 
-A participant whose current share runs past what its speed predicted is judged by what it shows
-now: at least that slow (`participant_view`). When it lags `backup_after` times behind, an idle
-participant that would finish one of its shares sooner starts a copy of it (`backups_now`), the
-"backup task" of MapReduce: the first copy delivered wins, the other is stopped and dropped.
+A participant whose current share runs past what its speed predicted, or whose last share took far
+longer, is judged by what it shows: at least that slow (`participant_view`). When it lags
+`backup_after` times behind, an idle participant that would finish one of its shares (running, or
+waiting in its queue) sooner starts a copy of it (`backups_now`), the "backup task" of MapReduce: the
+first copy delivered wins, the other is stopped and dropped.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Participant:
     holding: int
     window: int = WINDOW
     lag: float = 0.0
-    """How many times longer its current share has run than expected; 0 while on time, before its
-    worker reported the start, or while nobody has run the workflow."""
+    """How many times slower than the speed model expects it shows itself (its current share, or the
+    last it delivered); 0 when it is not slower."""
     finishes: tuple[tuple[int, float], ...] = ()
     """(share index, expected finish) of each share it holds, in the order it runs them."""
 
@@ -49,27 +50,32 @@ class Participant:
 
 def participant_view(participant: str, seconds_per_unit: float, held: Sequence[tuple[int, ShareRun, int]], free_since: float,
                      now: float, window: int = WINDOW, has_basis: bool = True,
-                     current_seconds_per_unit: float | None = None) -> Participant:
+                     current_seconds_per_unit: float | None = None, recent_seconds_per_unit: float | None = None) -> Participant:
     """The participant as the scheduler sees it, from what it holds: (share index, run, units) in claim order.
 
     Its current share started when its worker said so, else when it was handed out or the share
-    before it was delivered (`free_since`), whichever came last. It is expected to take
-    `current_seconds_per_unit` per unit when given (a first run, judged against other first runs),
-    else its estimate. Past that, the share is guessed to need as long again as it has overrun, and
-    the participant to be at least as slow as it shows for the shares behind it. `has_basis` is False
+    before it was delivered (`free_since`), whichever came last. The speed model expects
+    `seconds_per_unit`, or `current_seconds_per_unit` for its current share when given (a first run,
+    judged against other first runs); what it shows counts too: a warm share it delivered lately
+    (`recent_seconds_per_unit`) or its current share running past its expected time make it at least
+    that slow, for the current share (guessed to need as long again as it has overrun) and those
+    behind it. Its lag is how many times slower than expected it shows itself. `has_basis` is False
     while the expectation is a guess (nobody has run the workflow yet): an overrun of a guess says
     nothing about the participant.
     """
-    speed, busy, lag = seconds_per_unit, now, 0.0
+    speed = max(seconds_per_unit, recent_seconds_per_unit or 0.0)
+    lag = speed / seconds_per_unit if speed > seconds_per_unit else 0.0
+    busy = now
     finishes: list[tuple[int, float]] = []
     if held:
         index, run, units = held[0]
         began = run.started_at if run.started_at is not None else max(run.claimed_at, free_since)
         elapsed = max(now - began, 0.0)
-        expected = (current_seconds_per_unit or seconds_per_unit) * units
+        reference = (current_seconds_per_unit or seconds_per_unit) * units
+        expected = max(reference, speed * units) if current_seconds_per_unit is None else reference
         if elapsed > expected and run.started_at is not None and has_basis:
-            lag = elapsed / expected
-            speed = max(seconds_per_unit, elapsed / units)
+            lag = max(lag, elapsed / reference)
+            speed = max(speed, elapsed / units)
             busy = now + (elapsed - expected)
         else:
             busy = max(now, began + expected)

@@ -73,6 +73,23 @@ def test_a_participant_past_its_expected_time_is_judged_at_least_as_slow_as_it_s
     assert view.finishes == ((1, 7.0), (2, 11.0))
 
 
+def test_a_participant_whose_last_share_took_five_times_longer_is_judged_that_slow() -> None:
+    view = participant_view("a", 1.0, [_held(1, "a", 0.0, 1.0), _held(2, "a", 0.0, None)], free_since=0.0, now=2.0,
+                            recent_seconds_per_unit=5.0)
+    assert view.lag == 5.0 and view.seconds_per_unit == 5.0
+    assert view.finishes == ((1, 6.0), (2, 11.0))
+
+
+def test_a_queued_share_of_a_lagging_participant_is_copied_to_an_idle_one() -> None:
+    running, queued = _running(1, "slow"), Share(2)
+    queue = ShareQueue([running, queued])
+    queue.claim(queued, "slow", 0.0, 1.0)
+    slow = participant_view("slow", 1.0, [(1, running.runs[0], 1), (2, queued.runs[0], 1)], free_since=0.0, now=0.5,
+                            recent_seconds_per_unit=5.0)
+    backups = backups_now(queue.shares, [slow, _idle("fast")], now=0.5, backup_after=2.0, may_copy=["fast"])
+    assert [(b.share.index, b.participant) for b in backups] == [(2, "fast")]
+
+
 def test_an_overrun_of_a_guess_is_no_lag() -> None:
     view = participant_view("a", 1.0, [_held(1, "a", 0.0, 0.0)], free_since=0.0, now=4.0, has_basis=False)
     assert view.lag == 0.0
