@@ -45,7 +45,7 @@ from .fallback import fallback_graph
 from .job import MASTER, Job, JobState, MasterShareState
 from .outcomes import CollectorOutcome, JobProgress, MasterFallback, ProgressBoard
 from .plan import plan, split_batch
-from .scheduler import WINDOW, Backup, Participant, ShareQueue, assignments_now, backups_now, participant_view
+from .scheduler import WINDOW, Backup, Participant, ShareQueue, assignments_now, backups_now, participant_view, withdrawals_now
 from .sizes import mismatched
 from .speed import SpeedModel
 
@@ -323,6 +323,8 @@ class Dispatcher:
                 now = self._clock()
                 workers = {worker.id: worker for worker in self._candidates(job, config)}
                 participants = self._participants(job, workers, now)
+                for share, run in withdrawals_now(job.queue.shares, participants, now, config.settings.backup_after):
+                    self._withdraw(job, share, run, tasks)
                 for share, participant in assignments_now(job.queue.pending(), participants, now):
                     self._hand_out(job, share, participant, workers.get(participant), participants, tasks)
                 if config.settings.backup_tasks:
@@ -375,6 +377,14 @@ class Dispatcher:
             tasks[task] = (share, run, worker)
         self._publish(job)
         job.changed.notify()
+
+    def _withdraw(self, job: Job, share: Share, run: ShareRun, tasks: dict[asyncio.Task, tuple[Share, ShareRun, WorkerConfig]]) -> None:
+        """Takes a share not yet started back from a lagging participant's queue."""
+        job.queue.withdraw(share, run)
+        self._cancel_task_of(run, tasks)
+        logger.info("Job %s: share %d taken back from %s, which lags behind; another participant finishes it sooner",
+                    job.job_id, share.index, self._name(run.participant))
+        self._publish(job)
 
     def _start_backup(self, job: Job, backup: Backup, worker: WorkerConfig, participants: list[Participant],
                       tasks: dict[asyncio.Task, tuple[Share, ShareRun, WorkerConfig]]) -> None:

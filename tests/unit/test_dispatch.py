@@ -301,6 +301,39 @@ async def test_a_later_run_lagging_behind_the_estimate_is_copied(tmp_path: Path)
     assert job.snapshot()["shares"][0]["copies"][0]["reason"] == "Worker a is 3x slower than usual"
 
 
+async def test_a_worker_turned_slow_gives_back_its_waiting_share_and_has_its_running_one_copied(tmp_path: Path) -> None:
+    """Issue 12: a worker that suddenly becomes 5x slower in the middle of a run."""
+    rig = make_rig(tmp_path, ["a", "b"], participate=False)
+    key = rig.dispatcher.register(shares_prompt(6), "p0").plan.workflow_key  # type: ignore[union-attr]
+    for participant in ("a", "b"):
+        for _ in range(2):
+            rig.dispatcher.speeds.observe(key, participant, 1.0)
+    job = await rig.started(shares=6)
+    await rig.calls(4)
+    for worker, index in (("a", 0), ("b", 1)):
+        rig.runner.on(worker, index).start()  # type: ignore[union-attr]  # the second of each waits in its queue
+    rig.clock.advance(1.0)
+    rig.runner.on("b", 1).deliver()  # type: ignore[union-attr]
+    await wait_until_async(lambda: job.queue.shares[1].state == "done", 5)
+    rig.clock.advance(4.0)  # a's share 0 now runs 5x longer than its 1 s
+    queued_on_a = rig.runner.on("a", 2)
+    assert queued_on_a is not None
+
+    await wait_until_async(lambda: queued_on_a.cancelled, 5, message="a's waiting share to be taken back")
+    for _ in range(4):  # b runs every other share, the one taken back from a included
+        call = await wait_until_async(lambda: next((c for c in rig.runner.live() if c.worker_id == "b"), None), 5)
+        call.start()
+        rig.clock.advance(1.0)
+        call.deliver()
+        await wait_until_async(lambda call=call: job.queue.shares[call.share_index].state == "done", 5)
+
+    copy = await wait_until_async(lambda: rig.runner.on("b", 0), 5, message="a copy of a's running share on idle b")
+    assert "Worker a is" in job.snapshot()["shares"][0]["copies"][0]["reason"]
+    copy.deliver()
+    await wait_until_async(lambda: job.queue.shares[0].state == "done", 5)
+    assert {index: share.participant for index, share in job.queue.shares.items()} == dict.fromkeys(range(6), "b")
+
+
 # --- what the job says ------------------------------------------------------------------------------
 
 
