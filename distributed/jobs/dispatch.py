@@ -45,7 +45,17 @@ from .fallback import fallback_graph
 from .job import MASTER, Job, JobState, MasterShareState
 from .outcomes import CollectorOutcome, JobProgress, MasterFallback, ProgressBoard
 from .plan import plan, split_batch
-from .scheduler import WINDOW, Backup, Participant, ShareQueue, assignments_now, backups_now, participant_view, withdrawals_now
+from .scheduler import (
+    WINDOW,
+    Backup,
+    Participant,
+    ShareQueue,
+    assignments_now,
+    backups_now,
+    lagging,
+    participant_view,
+    withdrawals_now,
+)
 from .sizes import mismatched
 from .speed import SpeedModel
 
@@ -322,13 +332,17 @@ class Dispatcher:
                 config = self._registry.snapshot()
                 now = self._clock()
                 workers = {worker.id: worker for worker in self._candidates(job, config)}
-                participants = self._participants(job, workers, now)
-                for share, run in withdrawals_now(job.queue.shares, participants, now, config.settings.backup_after):
+                lag_limit = config.settings.backup_after
+                participants = self._participants(job, workers, now, lag_limit)
+                withdrawn = withdrawals_now(job.queue.shares, participants, lag_limit)
+                for share, run in withdrawn:
                     self._withdraw(job, share, run, tasks)
+                if withdrawn:
+                    participants = self._participants(job, workers, now, lag_limit)
                 for share, participant in assignments_now(job.queue.pending(), participants, now):
                     self._hand_out(job, share, participant, workers.get(participant), participants, tasks)
                 if config.settings.backup_tasks:
-                    participants = self._participants(job, workers, now)
+                    participants = self._participants(job, workers, now, lag_limit)
                     for backup in backups_now(job.queue.shares, participants, now, config.settings.backup_after, list(workers)):
                         self._start_backup(job, backup, workers[backup.participant], participants, tasks)
                 if job.queue.pending() and not tasks and not job.queue.held_by(MASTER) and not job.master_takes_part:
@@ -382,7 +396,7 @@ class Dispatcher:
         """Takes a share not yet started back from a lagging participant's queue."""
         job.queue.withdraw(share, run)
         self._cancel_task_of(run, tasks)
-        logger.info("Job %s: share %d taken back from %s, which lags behind; another participant finishes it sooner",
+        logger.info("Job %s: share %d taken back from %s, which lags behind; it goes to whoever finishes it first",
                     job.job_id, share.index, self._name(run.participant))
         self._publish(job)
 
@@ -409,9 +423,10 @@ class Dispatcher:
             if w.enabled and w.id not in job.queue.excluded and self._health.status(w.id).state.answers
         ]
 
-    def _participants(self, job: Job, workers: dict[str, WorkerConfig], now: float) -> list[Participant]:
+    def _participants(self, job: Job, workers: dict[str, WorkerConfig], now: float, lag_limit: float) -> list[Participant]:
         """The candidate workers, then the master when its thread is free to take a share or holds one,
-        each with its speed and when the shares it holds should be done."""
+        each with its speed and when the shares it holds should be done; one lagging `lag_limit` times
+        behind holds one share at most."""
         assert job.plan is not None
         key = job.plan.workflow_key
         ids = list(workers)
@@ -425,12 +440,12 @@ class Dispatcher:
         for participant in ids:
             held = holdings.get(participant, [])
             cold = bool(held) and held[0][1].cold
-            participants.append(participant_view(
+            participants.append(lagging(participant_view(
                 participant, seconds[participant], [(share.index, run, share.units) for share, run in held],
                 self._free_since.get(participant, 0.0), now, 1 if participant == MASTER else WINDOW,
                 has_basis=first_run is not None if cold else basis, current_seconds_per_unit=first_run if cold else None,
                 recent_seconds_per_unit=job.recent_seconds.get(participant),
-            ))
+            ), lag_limit))
         return participants
 
     def _check_master(self, job: Job) -> None:

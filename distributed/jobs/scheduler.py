@@ -9,17 +9,16 @@ the job (its failure is kept to name it in the error), and its shares go back to
 
 A participant whose current share runs past what its speed predicted, or whose last share took far
 longer, is judged by what it shows: at least that slow (`participant_view`). When it lags
-`backup_after` times behind, the shares still waiting in its own queue go back to the line if
-another participant would finish them sooner (`withdrawals_now`), and an idle participant that would
-finish one of its shares (running, or waiting in its queue) sooner starts a copy of it
-(`backups_now`), the "backup task" of MapReduce: the first copy delivered wins, the other is stopped
-and dropped.
+`backup_after` times behind, it keeps only the share it runs: those still waiting in its own queue go
+back to the line (`withdrawals_now`), and it gets the next one only once it has delivered. An idle
+participant that would finish its running share sooner starts a copy of it (`backups_now`), the
+"backup task" of MapReduce: the first copy delivered wins, the other is stopped and dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..shares import RunState, Share, ShareRun, ShareState
 
@@ -140,22 +139,23 @@ def assignments_now(pending: list[Share], participants: list[Participant], now: 
     return handed
 
 
-def withdrawals_now(shares: dict[int, Share], participants: list[Participant], now: float,
-                    lag_limit: float) -> list[tuple[Share, ShareRun]]:
-    """Shares waiting in the queue of a participant lagging `lag_limit` times behind that another
-    participant, not lagging, would finish sooner: they go back to the line. Not started, so nothing
-    is lost; the next assignment hands them to whoever finishes them first."""
-    steady = [p for p in participants if p.lag < lag_limit]
+def lagging(participant: Participant, lag_limit: float) -> Participant:
+    """A participant lagging `lag_limit` times behind holds one share at most: the one it runs."""
+    return replace(participant, window=1) if participant.lag >= lag_limit else participant
+
+
+def withdrawals_now(shares: dict[int, Share], participants: list[Participant], lag_limit: float) -> list[tuple[Share, ShareRun]]:
+    """Shares waiting in the queue of a participant lagging `lag_limit` times behind: they go back to
+    the line (not started, so nothing is lost), for whoever finishes them first. The lagging
+    participant gets no share beyond the one it runs until it has delivered it (`lagging`)."""
     withdrawn: list[tuple[Share, ShareRun]] = []
     for holder in participants:
         if holder.lag < lag_limit:
             continue
-        for index, finish in holder.finishes[1:]:
+        for index, _ in holder.finishes[1:]:
             share = shares.get(index)
             run = share.run_of(holder.id) if share is not None else None
-            if share is None or run is None or run.started_at is not None or len(share.live_runs()) != 1:
-                continue
-            if any((p.busy_until if p.holding else now) + p.seconds_per_unit * share.units < finish for p in steady):
+            if share is not None and run is not None and run.started_at is None and len(share.live_runs()) == 1:
                 withdrawn.append((share, run))
     return withdrawn
 
