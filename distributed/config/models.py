@@ -56,8 +56,10 @@ class Settings(StrictModel):
                     "start a copy of the share there; the first result wins and the other copy is stopped.",
     )
     backup_after: float = Field(
-        2.0, ge=1.1, le=100,
-        description="How many times longer than predicted a worker's share must run before a copy is started elsewhere.",
+        3.0, ge=1.1, le=100,
+        description="How many times slower than its measured speed a worker must show itself (its running share, or the last "
+                    "it delivered) before the shares waiting in its queue go back to the line and its running share is "
+                    "copied to an idle worker. Below about 2.5, a stock worker's periodic garbage-collection pause may count.",
     )
     assign_timeout: float = Field(
         120.0, gt=0, le=86400,
