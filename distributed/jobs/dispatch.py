@@ -323,7 +323,8 @@ class Dispatcher:
         stuck_since: float | None = None
         try:
             while True:
-                for task in [task for task in tasks if task.done()]:
+                ended = [task for task in tasks if task.done()]
+                for task in ended:
                     share, run, worker = tasks.pop(task)
                     self._settle(job, share, run, worker, task, tasks)
                 if job.queue.is_finished() and job.master_state != MasterShareState.RUNNING:
@@ -339,11 +340,14 @@ class Dispatcher:
                     self._withdraw(job, share, run, tasks)
                 if withdrawn:
                     participants = self._participants(job, workers, now, lag_limit)
-                for share, participant in assignments_now(job.queue.pending(), participants, now):
+                handed = assignments_now(job.queue.pending(), participants, now)
+                for share, participant in handed:
                     self._hand_out(job, share, participant, workers.get(participant), participants, tasks)
+                copies: list[Backup] = []
                 if config.settings.backup_tasks:
                     participants = self._participants(job, workers, now, lag_limit)
-                    for backup in backups_now(job.queue.shares, participants, now, config.settings.backup_after, list(workers)):
+                    copies = backups_now(job.queue.shares, participants, now, lag_limit, list(workers))
+                    for backup in copies:
                         self._start_backup(job, backup, workers[backup.participant], participants, tasks)
                 if job.queue.pending() and not tasks and not job.queue.held_by(MASTER) and not job.master_takes_part:
                     stuck_since = stuck_since if stuck_since is not None else now
@@ -351,6 +355,8 @@ class Dispatcher:
                         raise JobFailed(self._failure_message(job, config.settings.assign_timeout))
                 else:
                     stuck_since = None
+                if ended or withdrawn or handed or copies:
+                    self._publish(job)  # once for everything this pass changed
                 await job.changed.wait(self._tick)
             self._finish(job, JobState.DONE)
         except JobFailed as error:
@@ -389,7 +395,6 @@ class Dispatcher:
             ))
             task.add_done_callback(lambda _, job=job: job.changed.notify())
             tasks[task] = (share, run, worker)
-        self._publish(job)
         job.changed.notify()
 
     def _withdraw(self, job: Job, share: Share, run: ShareRun, tasks: dict[asyncio.Task, tuple[Share, ShareRun, WorkerConfig]]) -> None:
@@ -398,7 +403,6 @@ class Dispatcher:
         self._cancel_task_of(run, tasks)
         logger.info("Job %s: share %d taken back from %s, which lags behind; it goes to whoever finishes it first",
                     job.job_id, share.index, self._name(run.participant))
-        self._publish(job)
 
     def _start_backup(self, job: Job, backup: Backup, worker: WorkerConfig, participants: list[Participant],
                       tasks: dict[asyncio.Task, tuple[Share, ShareRun, WorkerConfig]]) -> None:
@@ -520,7 +524,6 @@ class Dispatcher:
             for other_share, other_run in job.queue.held_by(worker.id):
                 job.queue.withdraw(other_share, other_run)
                 self._cancel_task_of(other_run, tasks)
-        self._publish(job)
 
     def _stop(self, job: Job, share: Share, runs: list[ShareRun], tasks: dict[asyncio.Task, tuple[Share, ShareRun, WorkerConfig]],
               now: float) -> None:

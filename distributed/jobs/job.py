@@ -127,9 +127,11 @@ class Job:
 
 
 def _share_view(share: Share) -> dict[str, Any]:
-    progress = share.progress
+    live = share.live_runs()
+    progress = live[0].progress if live else None
     return {
-        "index": share.index, "participant": share.participant, "state": share.state.value, "attempts": list(share.attempts),
+        "index": share.index, "participant": share.delivered_by or (live[0].participant if live else None),
+        "state": share.state.value, "attempts": list(share.attempts),
         "progress": progress.as_json() if progress else None, "batch": share.batch.as_json() if share.batch else None,
         "copies": [{"participant": run.participant, "state": run.state.value, "reason": run.backup_reason,
                     "progress": run.progress.as_json() if run.progress else None}
