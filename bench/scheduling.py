@@ -32,6 +32,8 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +223,23 @@ class LoopProbe:
             self._stop.wait(PROBE_INTERVAL)
 
 
+@contextmanager
+def started_in_waves(instances: list[ComfyInstance], wave: int = 4) -> Iterator[None]:
+    """Starts the instances a few at a time (17 ComfyUIs importing torch at once on 2 cores take
+    minutes), and stops them all at the end."""
+    try:
+        for first in range(0, len(instances), wave):
+            group = instances[first:first + wave]
+            for instance in group:
+                instance.start()
+            for instance in group:
+                instance.wait_ready(timeout=600)
+        yield
+    finally:
+        for instance in instances:
+            instance.stop()
+
+
 def cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
@@ -231,7 +250,7 @@ def figure_scale(args: argparse.Namespace) -> None:
     names = [f"w{i:02d}" for i in range(1, count + 1)]
     master, workers, _ = cluster(names, args.extension_workers, {"health_interval": 2.0})
     print(f"scale: starting {count} stock workers and the master; {load()}", flush=True)
-    with running(master, *workers.values()):
+    with started_in_waves([*workers.values(), master]):
         wait_until(lambda: all(w["status"]["state"] == "online" for w in master.get("/distributed/workers")[1]["workers"]),
                    120, message="every worker online")
         run(master, sleep_prompt(0.05, count))  # warm-up: first-run imports on every worker

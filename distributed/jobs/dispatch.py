@@ -36,7 +36,7 @@ from typing import Any
 
 from ..config.models import RegistryFile, WorkerConfig
 from ..config.registry import Registry
-from ..errors import JobFailed, PlanError, WorkerLost, WorkerUnavailable
+from ..errors import JobFailed, PlanError, WorkerLost, WorkerStalled, WorkerUnavailable
 from ..events import Events
 from ..shares import RunState, Share, ShareOutput, ShareProgress, ShareResult, ShareRun, ShareState
 from .collect import ordered_parts
@@ -448,7 +448,7 @@ class Dispatcher:
                 participant, seconds[participant], [(share.index, run, share.units) for share, run in held],
                 self._free_since.get(participant, 0.0), now, 1 if participant == MASTER else WINDOW,
                 has_basis=first_run is not None if cold else basis, current_seconds_per_unit=first_run if cold else None,
-                recent_seconds_per_unit=job.recent_seconds.get(participant),
+                recent_seconds_per_unit=self.speeds.latest_seconds(key, participant),
             ), lag_limit))
         return participants
 
@@ -506,8 +506,6 @@ class Dispatcher:
             plan = job.plan
             warm = bool(result.cached_nodes & plan.shared_nodes) if plan.shared_nodes else self.speeds.has_run(plan.workflow_key, worker.id)
             self.speeds.observe(plan.workflow_key, worker.id, now - began, share.units, warm=warm)
-            if warm:
-                job.recent_seconds[worker.id] = (now - began) / share.units
             self._free_since[worker.id] = now
             copy = " (its copy came first)" if run.backup_reason else ""
             logger.info("Job %s: share %d delivered by %s in %.2f s%s", job.job_id, share.index, worker.name, now - began, copy)
@@ -516,6 +514,9 @@ class Dispatcher:
             failure = str(error) if isinstance(error, WorkerUnavailable) else f"worker '{worker.name}': unexpected error: {error!r}"
             cause = error.cause if isinstance(error, WorkerUnavailable) else failure
             job.queue.give_back(share, worker.id, failure)
+            if isinstance(error, WorkerStalled) and run.started_at is not None and not run.cold:
+                # it ran that long without finishing: a hung worker stays lagging for the next jobs
+                self.speeds.observe_at_least(job.plan.workflow_key, worker.id, self._clock() - run.started_at, share.units)
             if isinstance(error, WorkerUnavailable):
                 logger.warning("Job %s: share %d failed on %s (%s); it will run elsewhere", job.job_id, share.index, worker.name, cause)
             else:

@@ -92,8 +92,6 @@ class Job:
     """Collector node id -> the master's own share 0 output, held while the master renders other
     shares for that collector. Handed in by the execution thread and back to it unchanged; the loop
     never looks inside."""
-    recent_seconds: dict[str, float] = field(default_factory=dict)
-    """Participant -> seconds per unit of the last warm share it delivered in this job."""
     master_idle: bool = False
     """A collector waits on the master's thread with nothing of its own to render: the master can take a share."""
     created_at: float = field(default_factory=time.time)

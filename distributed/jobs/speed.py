@@ -49,6 +49,8 @@ class _Record:
     """The fastest cold run, seconds per unit: an upper bound on the warm figure."""
     runs: int = 0
     """Runs seen, warm or cold: the first run of a workflow on a participant is cold."""
+    latest: tuple[float, float] | None = None
+    """(seconds per unit, when) of its latest warm run, or of a run stopped after that long."""
 
     @property
     def seconds(self) -> float | None:
@@ -102,14 +104,26 @@ class SpeedModel:
         record.runs += 1
         if warm:
             record.warm.append((per_unit, self._clock()))
+            record.latest = (per_unit, self._clock())
         else:
             record.bound = per_unit if record.bound is None else min(record.bound, per_unit)
 
     def observe_at_least(self, workflow_key: str, participant: str, seconds: float, units: int = 1) -> None:
-        """A run stopped after `seconds` (another copy finished first): it would have taken longer."""
-        estimate = self._record(workflow_key, participant).seconds
-        if estimate is None or estimate < max(seconds, 1e-3) / max(units, 1):
+        """A run stopped after `seconds` (another copy finished first, or it stalled): it would have
+        taken longer."""
+        record = self._record(workflow_key, participant)
+        per_unit = max(seconds, 1e-3) / max(units, 1)
+        if record.seconds is None or record.seconds < per_unit:
             self.observe(workflow_key, participant, seconds, units, warm=True)
+        record.latest = (per_unit, self._clock())
+
+    def latest_seconds(self, workflow_key: str, participant: str) -> float | None:
+        """Seconds per unit of the participant's latest warm run (or of one stopped after that long)
+        in the last `HALF_LIFE_SECONDS`: what it shows now, beside its estimate."""
+        record = self._records.get(workflow_key, {}).get(participant)
+        if record is None or record.latest is None or self._clock() - record.latest[1] > HALF_LIFE_SECONDS:
+            return None
+        return record.latest[0]
 
     def is_certain(self, workflow_key: str, participant: str) -> bool:
         record = self._records.get(workflow_key, {}).get(participant)

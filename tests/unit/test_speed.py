@@ -121,3 +121,14 @@ def test_relative_speed_is_one_for_the_fastest_and_unknown_while_uncertain() -> 
     assert model.latest_relative_speed("c") is None
     assert model.snapshot()["w"]["b"]["relative_speed"] == 0.333
     assert model.snapshot()["w"]["c"]["certain"] is False
+
+
+def test_the_latest_run_is_what_a_participant_shows_now_until_it_is_an_hour_old() -> None:
+    clock = _Clock()
+    model = SpeedModel(clock)
+    _certain(model, "a", 1.0)
+    model.observe_at_least("w", "a", 30.0)  # a copy elsewhere came first after 30 s: a hangs, or crawls
+
+    assert model.latest_seconds("w", "a") == 30.0 and model.estimates("w", ["a"])["a"] == 1.0
+    clock.now += HALF_LIFE_SECONDS + 1
+    assert model.latest_seconds("w", "a") is None
