@@ -387,6 +387,7 @@ class Dispatcher:
         if worker is None:  # the master: its thread waits in a collector and starts on it at once
             run.started_at = now
             logger.info("Job %s: share %d goes to the master", job.job_id, share.index)
+            job.changed.notify()
         else:
             logger.debug("Job %s: share %d goes to %s", job.job_id, share.index, worker.name)
             task = asyncio.ensure_future(self._runner.run(
@@ -395,7 +396,6 @@ class Dispatcher:
             ))
             task.add_done_callback(lambda _, job=job: job.changed.notify())
             tasks[task] = (share, run, worker)
-        job.changed.notify()
 
     def _withdraw(self, job: Job, share: Share, run: ShareRun, tasks: dict[asyncio.Task, tuple[Share, ShareRun, WorkerConfig]]) -> None:
         """Takes a share not yet started back from a lagging participant's queue."""
@@ -567,12 +567,13 @@ class Dispatcher:
         self._publish(job)
 
     def _publish(self, job: Job, throttle: bool = False) -> None:
-        shares = job.queue.shares.values()
-        self.progress.publish(job.job_id, JobProgress(sum(1 for s in shares if s.state == ShareState.DONE), len(shares)))
+        """Pushes the job's snapshot; `throttle` (step progress) at most every PROGRESS_EVENT_INTERVAL."""
         now = self._clock()
         if throttle and now - job.last_progress_event < PROGRESS_EVENT_INTERVAL:
             return
         job.last_progress_event = now
+        shares = job.queue.shares.values()
+        self.progress.publish(job.job_id, JobProgress(sum(1 for s in shares if s.state == ShareState.DONE), len(shares)))
         self._events.job_update(job.snapshot())
 
     def _require(self, job_id: str) -> Job:

@@ -97,7 +97,7 @@ def assignments_now(pending: list[Share], participants: list[Participant], now: 
     that has room and would finish it no later, so nobody idles for a share that gains nothing by
     waiting; the rest stays on the master, to be decided again when anything changes.
     """
-    if not participants:
+    if not pending or not any(p.room > 0 for p in participants):
         return []
     by_id = {p.id: p for p in participants}
     order = {p.id: position for position, p in enumerate(participants)}
