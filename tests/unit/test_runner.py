@@ -117,6 +117,14 @@ async def runs_to_the_end(worker: FakeWorker, ws: web.WebSocketResponse) -> None
     await ws.send_str(event("executing", node=None))
 
 
+async def waits_behind_moving_work_then_runs(worker: FakeWorker, ws: web.WebSocketResponse) -> None:
+    """Twice the stall timeout in the queue behind other prompts (the queue keeps moving), then runs."""
+    for remaining in range(5, 0, -1):
+        await ws.send_json({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": remaining}}}})
+        await asyncio.sleep(0.2)
+    await runs_to_the_end(worker, ws)
+
+
 async def hangs_in_node_3(worker: FakeWorker, ws: web.WebSocketResponse) -> None:
     await ws.send_str(event("execution_start", timestamp=1))
     await ws.send_str(event("executing", node="3", display_node="3"))
@@ -167,3 +175,12 @@ async def test_a_share_stuck_in_a_node_while_the_server_answers_fails_as_stalled
         await asyncio.wait_for(setup.runner.run(WORK, setup.worker, 1, lambda progress: None), 10)
 
     await wait_until_async(lambda: fake.interrupted, 5, message="the stuck prompt to be interrupted on the worker")
+
+
+@pytest.mark.parametrize("served", [waits_behind_moving_work_then_runs], indirect=True)
+async def test_a_share_waiting_in_a_queue_that_moves_is_not_stalled(served: tuple[FakeWorker, Setup]) -> None:
+    _, setup = served
+
+    result = await asyncio.wait_for(setup.runner.run(WORK, setup.worker, 1, lambda progress: None), 10)
+
+    assert result.outputs["4"].shape == (1, 4, 6, 3)
