@@ -1,5 +1,6 @@
-"""The extension's nodes, as ComfyUI registers them: Distributed Seed, the Distributed Collectors
-(images, audio), and the internal nodes the master adds itself (master shares, the queue's proxy).
+"""The extension's nodes, as ComfyUI registers them: Distributed Seed and Value, the Distributed
+Collectors (images, audio), Save Image (Distributed), Distributed Upscale, and the internal nodes the
+master adds itself (master shares, the queue's proxy).
 
 Their implementations live in distributed/comfy/; they reach the server loop only through its bridge.
 """
@@ -13,7 +14,10 @@ from .distributed.comfy.collectors import (
     DistributedMasterShare,
 )
 from .distributed.comfy.queued_prompt import DistributedQueuedPrompt
+from .distributed.comfy.save_image import DistributedSaveImage
 from .distributed.comfy.seed import DistributedSeed
+from .distributed.comfy.upscale import DistributedUpscale
+from .distributed.comfy.value import DistributedValue
 
 NODE_CLASS_MAPPINGS = {
     "DistributedSeed": DistributedSeed,
@@ -22,6 +26,9 @@ NODE_CLASS_MAPPINGS = {
     "DistributedMasterShare": DistributedMasterShare,
     "DistributedMasterAudioShare": DistributedMasterAudioShare,
     "DistributedQueuedPrompt": DistributedQueuedPrompt,
+    "DistributedValue": DistributedValue,
+    "DistributedSaveImage": DistributedSaveImage,
+    "DistributedUpscale": DistributedUpscale,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedSeed": "Distributed Seed",
@@ -30,4 +37,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedMasterShare": "Distributed Master Share",
     "DistributedMasterAudioShare": "Distributed Master Audio Share",
     "DistributedQueuedPrompt": "Distributed Queued Prompt",
+    "DistributedValue": "Distributed Value",
+    "DistributedSaveImage": "Save Image (Distributed)",
+    "DistributedUpscale": "Distributed Upscale",
 }

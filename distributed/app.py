@@ -20,6 +20,7 @@ from aiohttp import web
 from .api.access import AccessPolicy
 from .api.config import add_config_routes
 from .api.identity import add_identity_route
+from .api.inventory import add_inventory_routes
 from .api.jobs import add_job_routes
 from .api.processes import add_process_routes
 from .api.views import RegistryViews
@@ -33,6 +34,8 @@ from .events import Events
 from .jobs.dispatch import Dispatcher
 from .jobs.hook import PromptHook
 from .jobs.router import PromptRouter
+from .transport.provision.inventory import Inventory
+from .transport.provision.sender import ModelCopier
 from .transport.runner import ShareRunner
 from .workers.diagnostics import remote_log_tail, test_connection
 from .workers.health import HealthMonitor
@@ -43,6 +46,7 @@ from .workers.pool import ClientPool
 
 if TYPE_CHECKING:
     from .comfy.master_layout import MasterPaths
+    from .comfy.model_folders import LocalModels
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +61,15 @@ class DistributedApp:
     """Everything the extension runs on the master, built around one ComfyUI PromptServer."""
 
     def __init__(self, server: ComfyServer, paths: MasterPaths, comfy_parser: argparse.ArgumentParser,
-                 extension_dir: Path, environ: Mapping[str, str] = os.environ) -> None:
+                 extension_dir: Path, environ: Mapping[str, str] = os.environ, *, local_models: LocalModels,
+                 cors_enabled: bool = False) -> None:
+        """`cors_enabled`: ComfyUI runs with `--enable-cors-header`, so every web page can read its answers.
+        `local_models`: this instance's model folders, which the inventory reads and copies come from."""
         self._server = server
-        self._policy = AccessPolicy.from_environ(environ)
         self.registry = Registry(Path(environ.get(WORKERS_FILE_ENV) or extension_dir / "workers.json"))
+        self._policy = AccessPolicy.from_environ(environ, cors_enabled, lambda: self.registry.snapshot().master.allowed_hosts)
         self.events = Events(server.send)
-        self.clients = ClientPool()
+        self.clients = ClientPool(lambda: self.registry.snapshot().settings.max_answer_mib << 20)
         state_dir = Path(environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu")
         owner = self.owner = ShareOwner.load(state_dir)
         self.health = HealthMonitor(self.registry, self.clients, self.events, master_id=owner.master_id)
@@ -72,14 +79,17 @@ class DistributedApp:
                                      master_queue=server.master_queue)
         self.router = PromptRouter(self.registry, self.health, self._runner, server.master_queue, server.prompt_ended)
         self.arguments = ArgumentReader(comfy_parser)
-        self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port)
+        self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port, paths.device)
         self._master_port = paths.port
         self.views = RegistryViews(
             self.registry, status_json=lambda worker_id: self.health.status(worker_id).as_json(),
             relative_speed=self.dispatcher.speeds.latest_relative_speed,
-            result_link=lambda worker_id: self._runner.link_report().get(worker_id),
+            result_link=lambda worker_id: self._runner.link_report().get(worker_id), master_device=server.device,
         )
         self.bridge = JobBridge(server.loop, self.dispatcher, self.router)
+        self.local_models = local_models
+        self.inventory = Inventory(self.clients, local_models.library)
+        self.copier = ModelCopier(self.clients, local_models.library.hashes, self.events.model_copy)
         self.registry.subscribe(lambda config: self.events.registry_changed(self.views.snapshot()))
 
     def install(self) -> None:
@@ -95,6 +105,8 @@ class DistributedApp:
         add_job_routes(routes, policy, self.dispatcher, self.dispatcher.speeds)
         add_process_routes(routes, policy, self.fleet.processes, self.registry.worker,
                            status_json=lambda worker_id: self.health.status(worker_id).as_json(), remote_log=self._remote_log)
+        add_inventory_routes(routes, policy, self.registry, self.inventory, self.local_models.library, self.local_models.packs,
+                             self.copier)
         self._server.app.cleanup_ctx.append(self._background_tasks)
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
@@ -107,6 +119,7 @@ class DistributedApp:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.router.stop()
+        await self.copier.close()
         await self.health.stop()
         await self.fleet.processes.close()
         await self.clients.close()

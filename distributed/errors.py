@@ -16,7 +16,12 @@ says which participant failed and why, without digging through logs.
     │   │   └── WorkerStalled      the worker answers, but its share shows no progress (hung in a node)
     │   └── BadResult              the worker answered with something that is not a valid result
     ├── ProcessError               a local worker could not be launched or controlled
-    └── JobFailed                  no participant could deliver a share; the prompt fails
+    ├── JobFailed                  no participant could deliver a share; the prompt fails
+    └── ModelFileError             a model file cannot be received, stored or copied
+        ├── ModelPathRefused       a name outside the model folders: traversal, absolute, symlink out
+        ├── ModelFileConflict      a different file of that name exists, or it is being received
+        ├── NoSpaceForModel        the model folder lacks the free space for the file
+        └── ModelHashMismatch      the file received does not have the sha256 it was sent with
 """
 
 from __future__ import annotations
@@ -94,6 +99,33 @@ class ProcessError(DistributedError):
 
 class JobFailed(DistributedError):
     """Raised when a share could not be delivered by any participant; the prompt fails with it."""
+
+
+class ModelFileError(DistributedError):
+    """Raised when a model file cannot be listed, received, stored or copied."""
+
+
+class ModelPathRefused(ModelFileError):
+    """Raised when a model file name or folder kind would write outside the model folders.
+
+    `field` names the request parameter ("name", "folder") for a 400 that points at it.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ModelFileConflict(ModelFileError):
+    """Raised when a different file of the same name exists, or the file is being received already."""
+
+
+class NoSpaceForModel(ModelFileError):
+    """Raised when a model folder lacks the free space for a file, before or while it is written."""
+
+
+class ModelHashMismatch(ModelFileError):
+    """Raised when a received file's sha256 differs from the one it was sent with; it is deleted."""
 
 
 def error_body(message: str, field: str | None = None) -> dict[str, str | None]:

@@ -22,6 +22,7 @@ JOB_UPDATE = "distributed.job_update"
 SHARE_REASSIGNED = "distributed.share_reassigned"
 WORKER_SKIPPED = "distributed.worker_skipped"
 SHARE_COPIED = "distributed.share_copied"
+MODEL_COPY = "distributed.model_copy"
 
 
 class Events:
@@ -48,6 +49,10 @@ class Events:
 
     def worker_skipped(self, job_id: str, worker_id: str, reason: str) -> None:
         self._emit(WORKER_SKIPPED, {"job_id": job_id, "worker_id": worker_id, "reason": reason})
+
+    def model_copy(self, copy_snapshot: dict[str, Any]) -> None:
+        """A copy of model files to a worker: its files, bytes done, speed and time left."""
+        self._emit(MODEL_COPY, copy_snapshot)
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
         try:

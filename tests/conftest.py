@@ -48,7 +48,10 @@ class Cluster:
                    message="the master to load workers.json")
 
     def use_workers(self, *names: str, participate: bool = True, **settings: Any) -> None:
+        """The registry holds these running workers, and the master has seen each of them answer: a
+        job counts its participants when it starts, so a test that expects N shares waits for that."""
         self.registry([self.entry(name) for name in names], participate=participate, **settings)
+        self.wait_online(*names)
 
     def entry(self, worker: str, **overrides: Any) -> dict[str, Any]:
         return {"id": worker, "name": f"Worker {worker}", "type": "remote", "host": "127.0.0.1",

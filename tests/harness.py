@@ -102,6 +102,8 @@ class ComfyInstance:
     with_node_pack: bool = True
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    ready_path: str = "/system_stats"
+    """What answers 200 once it is up (a worker locked with a token answers only /distributed/alive)."""
     process: subprocess.Popen | None = None
 
     @property
@@ -159,14 +161,14 @@ class ComfyInstance:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
         try:
-            with urllib.request.urlopen(self.url + "/system_stats", timeout=2) as response:
+            with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
                 return response.status == 200
         except (OSError, urllib.error.URLError):
             return False
 
     def wait_ready(self, timeout: float = 120) -> ComfyInstance:
         try:
-            wait_until(self.is_ready, timeout, interval=0.25, message=f"{self.name} to answer /system_stats")
+            wait_until(self.is_ready, timeout, interval=0.25, message=f"{self.name} to answer {self.ready_path}")
         except AssertionError as error:
             raise AssertionError(f"{error}\n--- {self.name} log ---\n{self.log_tail()}") from None
         return self

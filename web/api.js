@@ -97,6 +97,29 @@ export class DistributedClient {
     return this.request("GET", "/distributed/jobs");
   }
 
+  /** What each worker lacks for a prompt: `{workers: [...], workflow_problems: [...]}`. */
+  inventoryFor(prompt, workflow) {
+    return this.request("POST", "/distributed/inventory", { prompt, workflow });
+  }
+
+  /** `{shell, filename, script, models, node_packs, unresolved}` for one worker (or any, without `worker_id`). */
+  setupScript({ prompt, workflow, workerId = null, shell = "bash" }) {
+    return this.request("POST", "/distributed/setup-script", { prompt, workflow, worker_id: workerId, shell });
+  }
+
+  /** Starts copying what the worker lacks for the prompt: `{copy, skipped}`. */
+  copyModels(workerId, { prompt, workflow }) {
+    return this.request("POST", `${worker(workerId)}/models/copy`, { prompt, workflow });
+  }
+
+  cancelCopy(workerId) {
+    return this.request("DELETE", `${worker(workerId)}/models/copy`);
+  }
+
+  modelCopies() {
+    return this.request("GET", "/distributed/model-copies");
+  }
+
   /** ComfyUI's own stats for the master's GPU. */
   masterStats() {
     return this.request("GET", "/system_stats");

@@ -28,6 +28,7 @@ app.registerExtension({
       const { severity, summary, detail } = event.detail;
       app.extensionManager.toast.add({ severity, summary, detail, life: TOAST_LIFE_MS[severity] ?? 5000 });
     });
+    store.workflowSource = () => app.graphToPrompt();
     store.connect(api);
     store.refresh();
 
@@ -36,7 +37,8 @@ app.registerExtension({
       id: TAB_ID,
       icon: "pi pi-server",
       title: "Distributed",
-      tooltip: "Distributed GPUs: workers, status and progress",
+      // Both the pinned and the newest frontend use the tooltip as the button's accessible name.
+      tooltip: "Distributed GPUs",
       type: "custom",
       render: (el) => panel.mount(el),
       destroy: () => panel.unmount(),

@@ -14,6 +14,7 @@ const JOB_EVENTS = {
   shareReassigned: "distributed.share_reassigned",
   shareCopied: "distributed.share_copied",
   workerSkipped: "distributed.worker_skipped",
+  modelCopy: "distributed.model_copy",
 };
 
 const DOWN_STATES = new Set(["offline", "error"]);
@@ -38,7 +39,12 @@ export class DistributedStore extends EventTarget {
       // tab when the prompt was queued without a client id) and, when this tab saw its end, the
       // outcome (done or failed) and when that was.
       masterRun: { promptId: null, progress: null, outcome: null, endedAt: null },
+      // What each worker lacks for the open workflow (checked on request), and each worker's model copy.
+      inventory: { checking: false, error: null, rows: [], problems: [], checkedAt: null },
+      copies: {},
     };
+    // Set by main.js: resolves to ComfyUI's `{output, workflow}` for the workflow open in the editor.
+    this.workflowSource = null;
     this.refreshSeq = 0;
     this.source = null;
     // The last pushed status per worker id: a push can overtake the HTTP answer that adds the worker.
@@ -50,6 +56,7 @@ export class DistributedStore extends EventTarget {
       [JOB_EVENTS.shareReassigned]: (event) => this.onShareReassigned(event.detail),
       [JOB_EVENTS.shareCopied]: (event) => this.onShareCopied(event.detail),
       [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
+      [JOB_EVENTS.modelCopy]: (event) => this.applyModelCopy(event.detail),
       reconnected: () => this.refresh(),
       // The master's own share runs as the job's `prompt_id` in ComfyUI: its steps come from ComfyUI.
       progress: (event) => this.onMasterProgress(event.detail),
@@ -85,7 +92,18 @@ export class DistributedStore extends EventTarget {
       this.emitChange("snapshot");
       return;
     }
-    await Promise.all([this.refreshMasterDevice(), this.refreshRunningJob()]);
+    await Promise.all([this.refreshMasterDevice(), this.refreshRunningJob(), this.refreshModelCopies()]);
+  }
+
+  /** Picks up model copies that started before the panel loaded. */
+  async refreshModelCopies() {
+    let body;
+    try {
+      body = await this.client.modelCopies();
+    } catch {
+      return;
+    }
+    for (const copy of Array.isArray(body?.copies) ? body.copies : []) this.applyModelCopy(copy);
   }
 
   async refreshMasterDevice() {
@@ -125,6 +143,7 @@ export class DistributedStore extends EventTarget {
       loadError: null,
       registryError: snapshot.registry_error ?? null,
       master: snapshot.master ?? this.state.master,
+      masterDevice: snapshot.master_device ?? this.state.masterDevice ?? null,
       settings: snapshot.settings ?? this.state.settings,
       workers: snapshot.workers.map((w) => this.withNewestStatus(w)),
     });
@@ -215,6 +234,26 @@ export class DistributedStore extends EventTarget {
     if (this.state.job?.promptId === promptId) this.emitChange("job");
   }
 
+  /**
+   * A model copy's snapshot (event or answer). Two connections deliver them, so a snapshot of the same
+   * copy that is behind the one shown (fewer bytes, or progress after the end) is dropped.
+   */
+  applyModelCopy(copy) {
+    if (!copy?.worker_id) return;
+    const shown = this.state.copies[copy.worker_id];
+    if (shown && shown.started_at === copy.started_at) {
+      if (shown.state !== "copying" && copy.state === "copying") return;
+      if (copy.state === "copying" && copy.done_bytes < shown.done_bytes) return;
+    }
+    this.state.copies = { ...this.state.copies, [copy.worker_id]: copy };
+    this.emitChange("copy");
+    if (shown?.state === "copying" && copy.state !== "copying" && shown.started_at === copy.started_at) {
+      if (copy.state === "done") this.notify("success", `Models copied to ${copy.worker_name}`);
+      else this.notify(copy.state === "failed" ? "error" : "warn", `Copy to ${copy.worker_name} ${copy.state}`, copy.error ?? "");
+      if (this.state.inventory.checkedAt !== null) this.checkWorkflow();
+    }
+  }
+
   onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {
     this.notify("warn", `Share ${Number(shareIndex) + 1} re-run elsewhere`, `${this.participantName(from)}: ${reason ?? "no reason given"}`);
   }
@@ -266,6 +305,49 @@ export class DistributedStore extends EventTarget {
     return body;
   }
 
+  /** The prompt and workflow open in the editor, as ComfyUI would queue them. */
+  async openWorkflow() {
+    if (!this.workflowSource) throw new Error("The open workflow cannot be read here.");
+    const { output, workflow } = await this.workflowSource();
+    return { prompt: output, workflow };
+  }
+
+  /** Asks the master what each worker lacks for the open workflow. */
+  async checkWorkflow() {
+    this.state.inventory = { ...this.state.inventory, checking: true, error: null };
+    this.emitChange("inventory");
+    try {
+      const { prompt, workflow } = await this.openWorkflow();
+      const body = await this.client.inventoryFor(prompt, workflow);
+      this.state.inventory = {
+        checking: false,
+        error: null,
+        rows: Array.isArray(body?.workers) ? body.workers : [],
+        problems: Array.isArray(body?.workflow_problems) ? body.workflow_problems : [],
+        checkedAt: this.now(),
+      };
+    } catch (error) {
+      this.state.inventory = { ...this.state.inventory, checking: false, error: error.message };
+    }
+    this.emitChange("inventory");
+  }
+
+  async copyModels(workerId) {
+    const body = await this.client.copyModels(workerId, await this.openWorkflow());
+    if (body?.copy) this.applyModelCopy(body.copy);
+    return body;
+  }
+
+  async cancelCopy(workerId) {
+    const body = await this.client.cancelCopy(workerId);
+    if (body?.copy) this.applyModelCopy(body.copy);
+  }
+
+  /** The set-up script for one worker and the open workflow: `{filename, script, unresolved, ...}`. */
+  async setupScript(workerId, shell) {
+    return this.client.setupScript({ ...(await this.openWorkflow()), workerId, shell });
+  }
+
   async workerLog(workerId, lines) {
     const body = await this.client.workerLog(workerId, lines);
     return Array.isArray(body?.lines) ? body.lines : [];
@@ -281,6 +363,15 @@ export class DistributedStore extends EventTarget {
   participantName(participant) {
     if (participant === MASTER_PARTICIPANT) return "Master";
     return this.worker(participant)?.name ?? String(participant ?? "unknown");
+  }
+
+  /** What a participant renders on: "gpu", "cpu", or null when it has not said. */
+  deviceKind(participant) {
+    const type = participant === MASTER_PARTICIPANT
+      ? this.state.masterDevice?.type
+      : this.worker(participant)?.status?.devices?.[0]?.type ?? null;
+    if (!type) return null;
+    return type === "cpu" ? "cpu" : "gpu";
   }
 
   isRunParticipant(workerId) {

@@ -9,7 +9,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import ConfigError, DistributedError, ProcessError, RegistryConflict, UnknownWorker, WorkerUnavailable, error_body
+from ..errors import (
+    ConfigError,
+    DistributedError,
+    ModelFileError,
+    ModelHashMismatch,
+    ModelPathRefused,
+    NoSpaceForModel,
+    ProcessError,
+    RegistryConflict,
+    UnknownWorker,
+    WorkerUnavailable,
+    error_body,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -19,6 +31,10 @@ STATUS_BY_ERROR: list[tuple[type[DistributedError], int]] = [
     (UnknownWorker, 404),
     (ProcessError, 409),
     (WorkerUnavailable, 502),
+    (ModelPathRefused, 400),
+    (ModelHashMismatch, 422),
+    (NoSpaceForModel, 507),
+    (ModelFileError, 409),  # a different file of that name, a copy running already, a worker that cannot receive
     (DistributedError, 500),
 ]
 """First match wins: a RegistryConflict is a ConfigError too, but answers 409."""

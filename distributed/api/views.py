@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config.models import RegistryFile, WorkerConfig
 from ..config.registry import Registry
-from ..config.secrets import public_view
+from ..config.secrets import public_url, public_view
 
 
 class RegistryViews:
@@ -23,8 +23,10 @@ class RegistryViews:
         status_json: Callable[[str], dict[str, Any]],
         relative_speed: Callable[[str], float | None],
         result_link: Callable[[str], dict[str, Any] | None],
+        master_device: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self._registry = registry
+        self._master_device = master_device
         self._status_json = status_json
         self._relative_speed = relative_speed
         self._result_link = result_link
@@ -35,6 +37,7 @@ class RegistryViews:
         body = config.model_dump(mode="json", exclude={"workers"})
         body["registry_error"] = self._registry.error
         body["registry_path"] = str(self._registry.path)
+        body["master_device"] = self._master_device()
         body["workers"] = [self._worker_view(worker) for worker in config.workers]
         return body
 
@@ -42,5 +45,5 @@ class RegistryViews:
         return self._worker_view(self._registry.worker(worker_id))
 
     def _worker_view(self, worker: WorkerConfig) -> dict[str, Any]:
-        return {**public_view(worker), "base_url": worker.base_url, "status": self._status_json(worker.id),
+        return {**public_view(worker), "base_url": public_url(worker.base_url), "status": self._status_json(worker.id),
                 "relative_speed": self._relative_speed(worker.id), "result_link": self._result_link(worker.id)}

@@ -17,7 +17,7 @@ from ..graph import Prompt
 from ..jobs.dispatch import Dispatcher
 from ..jobs.outcomes import CollectorOutcome, JobProgress
 from ..jobs.router import PromptRouter, RoutedResult
-from ..shares import ShareOutput
+from ..shares import ShareOutput, ShareProgress
 
 T = TypeVar("T")
 
@@ -75,15 +75,20 @@ class JobBridge:
         waiting = self._dispatcher.collector_outcome(job_id, collector_id, master_shape, master_part)
         return run_on_loop(self._loop, waiting, is_interrupted, on_tick)
 
+    def master_progress(self, job_id: str, progress: ShareProgress) -> None:
+        """Where the master's own share stands (from ComfyUI's progress on this thread); never waits."""
+        self._loop.call_soon_threadsafe(self._dispatcher.master_progress, job_id, progress)
+
     def job_progress(self, job_id: str) -> JobProgress | None:
         """The job's latest progress as the loop published it (no crossing: a thread-safe read)."""
         return self._dispatcher.progress.read(job_id)
 
-    def deliver_master_share(self, job_id: str, index: int, collector_id: str, result: ShareOutput, last: bool,
+    def deliver_master_share(self, job_id: str, index: int, collector_id: str, result: ShareOutput, last: bool, token: str,
                              is_interrupted: Callable[[], bool], on_tick: Callable[[], None]) -> CollectorOutcome | None:
         """A share the master rendered itself is in, for one collector; after the last one of an
-        expansion, the collector's next outcome (waiting, like `collector_outcome`, for the workers)."""
-        delivery = self._dispatcher.deliver_from_master(job_id, index, collector_id, result, last)
+        expansion, the collector's next outcome (waiting, like `collector_outcome`, for the workers).
+        `token` is the one the job's expansion carries."""
+        delivery = self._dispatcher.deliver_from_master(job_id, index, collector_id, result, last, token)
         return run_on_loop(self._loop, delivery, is_interrupted, on_tick)
 
     def release_job(self, job_id: str, collector_id: str) -> None:
@@ -92,20 +97,21 @@ class JobBridge:
 
     # --- the distributed queue's proxy ---------------------------------------------------------
 
-    def claim_routed(self, run_id: str, is_interrupted: Callable[[], bool]) -> Prompt | None:
-        """The graph to run here if the master takes the prompt now, else None."""
+    def claim_routed(self, run_id: str, prompt_id: str, is_interrupted: Callable[[], bool]) -> Prompt | None:
+        """The graph to run here if the master takes the prompt now, else None. `prompt_id` is the
+        prompt the proxy executes in: a run answers only its own."""
 
         async def claim() -> Prompt | None:
-            return self._router.claim_for_master(run_id)
+            return self._router.claim_for_master(run_id, prompt_id)
 
         return run_on_loop(self._loop, claim(), is_interrupted)
 
-    def wait_routed(self, run_id: str, is_interrupted: Callable[[], bool]) -> RoutedResult | None:
+    def wait_routed(self, run_id: str, prompt_id: str, is_interrupted: Callable[[], bool]) -> RoutedResult | None:
         """A worker's result, or None when the prompt fell back to the master (claim it then)."""
-        return run_on_loop(self._loop, self._router.result(run_id), is_interrupted)
+        return run_on_loop(self._loop, self._router.result(run_id, prompt_id), is_interrupted)
 
-    def release_routed(self, run_id: str) -> None:
-        self._loop.call_soon_threadsafe(self._router.release, run_id)
+    def release_routed(self, run_id: str, prompt_id: str) -> None:
+        self._loop.call_soon_threadsafe(self._router.release, run_id, prompt_id)
 
 
 _bound: JobBridge | None = None

@@ -16,11 +16,16 @@ import comfy.utils
 import torch
 
 from ..errors import DistributedError
+from ..graph import ancestors
 from ..jobs import collect
 from ..jobs.outcomes import CollectorOutcome
 from ..jobs.plan import JOB_INPUT, MAX_SHARES, PRECISION_INPUT, SHARES_INPUT, SPLIT_INPUT
+from ..jobs.provenance import image_origins
 from ..shares import PRECISIONS, AudioClip
 from .bridge import Interrupted, JobBridge, bound
+from .master_progress import follow_master_share
+from .provenance import ORIGINS
+from .result_sink import comfy_prompt_id
 
 SHARES_OPTION = ("INT", {
     "default": 0, "min": 0, "max": MAX_SHARES,
@@ -93,6 +98,8 @@ class DistributedCollector:
             raise comfy.model_management.InterruptProcessingException() from None
         except DistributedError as error:
             raise as_node_error(self.TITLE, error) from None
+        if master_renders and prompt:
+            follow_master_share(bridge, job_id, ancestors(prompt, [str(unique_id)]))
         return [self.KIND] if master_renders else []
 
     def collect(self, unique_id: str | None = None, prompt: dict | None = None, **inputs: Any) -> Any:
@@ -143,7 +150,8 @@ class DistributedMasterShare:
     """Renders on the master a share no worker could deliver; added by a collector's expansion.
 
     Each hands its share's output to the job; the last of the chain (`last`) then joins the whole
-    batch, which becomes the collector's output.
+    batch, which becomes the collector's output. The job takes the output only with the `token` its
+    expansion was given, so the node cannot be driven from a prompt of anyone else.
     """
 
     KIND = "images"
@@ -163,11 +171,13 @@ class DistributedMasterShare:
                 "collector_id": ("STRING", {"default": ""}),
                 "share_index": ("INT", {"default": 1, "min": 0, "max": MAX_SHARES}),
                 "last": ("BOOLEAN", {"default": True}),
+                "token": ("STRING", {"default": ""}),
             },
             "optional": {"after": (data_type,)},
         }
 
-    def deliver(self, job_id: str, collector_id: str, share_index: int, last: bool, after: Any = None, **output: Any) -> Any:
+    def deliver(self, job_id: str, collector_id: str, share_index: int, last: bool, token: str, after: Any = None,
+                **output: Any) -> Any:
         bridge = bound()
         if bridge is None:
             raise RuntimeError(f"{self.TITLE}: this ComfyUI is not a distributed master")
@@ -176,7 +186,7 @@ class DistributedMasterShare:
                   else produced.detach().float().cpu().numpy())
         progress = comfy.utils.ProgressBar(1, node_id=collector_id)
         try:
-            outcome = bridge.deliver_master_share(job_id, share_index, collector_id, result, last, interrupted,
+            outcome = bridge.deliver_master_share(job_id, share_index, collector_id, result, last, token, interrupted,
                                                   progress_reporter(bridge, job_id, progress))
         except Interrupted:
             raise comfy.model_management.InterruptProcessingException() from None
@@ -224,9 +234,21 @@ def progress_reporter(bridge: JobBridge, job_id: str, progress: Any) -> Callable
 
 def join(bridge: JobBridge, job_id: str, collector_id: str, kind: str, outcome: CollectorOutcome, mine: Any) -> Any:
     """The master's part, then every share's, as one batch; the job then lets go of them."""
-    joined = join_audio(outcome, mine) if kind == "audio" else join_images(outcome, mine)
+    if kind == "audio":
+        joined = join_audio(outcome, mine)
+    else:
+        joined = join_images(outcome, mine)
+        record_origins(collector_id, outcome, mine)
     bridge.release_job(job_id, collector_id)
     return joined
+
+
+def record_origins(collector_id: str, outcome: CollectorOutcome, images: torch.Tensor | None) -> None:
+    """Notes which share made which image, for Save Image (Distributed) further down the prompt."""
+    master = [(0, images.shape[0], outcome.master_batch)] if outcome.master_renders and images is not None else []
+    parts = [(index, batch.shape[0], batch_slice) for (index, batch_slice), (_, batch) in zip(outcome.part_shares, outcome.parts,
+                                                                                              strict=True)]
+    ORIGINS.record(comfy_prompt_id(), collector_id, image_origins(master + parts))
 
 
 def join_images(outcome: CollectorOutcome, images: torch.Tensor | None) -> torch.Tensor:

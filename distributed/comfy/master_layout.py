@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from dataclasses import dataclass
 from itertools import chain
@@ -11,6 +13,9 @@ import folder_paths
 from comfy.cli_args import args
 
 from ..workers.local.command import MasterLayout
+from ..workers.local.gpus import MasterDevice
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class MasterPaths:
     port: int
     input_dir: Path
     """The master's input folder: files its prompts load are uploaded to remote workers from here."""
+    device: MasterDevice
+    """How the master was started as far as its GPU goes: which GPU first-launch seeding leaves to it."""
 
 
 def read_master_paths() -> MasterPaths:
@@ -36,4 +43,25 @@ def read_master_paths() -> MasterPaths:
         user_dir=Path(folder_paths.get_user_directory()),
         port=args.port,
         input_dir=Path(folder_paths.get_input_directory()),
+        device=MasterDevice(
+            visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), device_order=os.environ.get("CUDA_DEVICE_ORDER"),
+            cpu=bool(args.cpu), bus_id=None if args.cpu else torch_bus_id(),
+        ),
     )
+
+
+def torch_bus_id() -> str | None:
+    """The PCI bus id of the CUDA device torch renders on in this process, if there is one.
+
+    ComfyUI has set the device up by the time extensions load; anything short of a CUDA device
+    (CPU, MPS, an old torch without the field) gives None.
+    """
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return getattr(torch.cuda.get_device_properties(torch.cuda.current_device()), "pci_bus_id", None)
+    except Exception as error:  # any failure to ask only means "unknown"; seeding then falls back
+        logger.debug("Could not read the CUDA device's bus id: %s", error)
+        return None

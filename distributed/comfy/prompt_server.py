@@ -41,6 +41,14 @@ class ComfyServer:
         running, pending = self._server.prompt_queue.get_current_queue_volatile()
         return [item[1] for item in running], [item[1] for item in sorted(pending, key=lambda item: item[0])]
 
+    def device(self) -> dict[str, str]:
+        """What the master renders on, as workers report theirs in /system_stats: its torch device
+        type ("cuda", "cpu", "mps" ...) and name."""
+        import comfy.model_management
+
+        device = comfy.model_management.get_torch_device()
+        return {"type": str(getattr(device, "type", device)), "name": comfy.model_management.get_torch_device_name(device)}
+
     def prompt_ended(self, prompt_id: str) -> bool:
         """Whether the master's prompt is over (it is in the history)."""
         return bool(self._server.prompt_queue.get_history(prompt_id=prompt_id))

@@ -11,12 +11,14 @@ import torch
 from ..errors import DistributedError
 from .bridge import Interrupted, bound
 from .collectors import interrupted
+from .result_sink import comfy_prompt_id
 
 
 class DistributedQueuedPrompt:
     """Queued by the master in place of the user's prompt (never added by hand). When the master's own
     turn comes and no worker has taken the prompt, it runs the original graph right here; otherwise
-    it waits for the worker and saves the images as the prompt's own output nodes would.
+    it waits for the worker and saves the images as the prompt's own output nodes would. It serves
+    only the prompt it was queued in: the router checks the prompt it executes in.
     """
 
     OUTPUT_NODE = True
@@ -33,12 +35,13 @@ class DistributedQueuedPrompt:
         bridge = bound()
         if bridge is None:
             raise RuntimeError("Distributed queue: this ComfyUI is not a distributed master")
+        prompt_id = comfy_prompt_id()
         try:
             while True:
-                graph = bridge.claim_routed(run_id, interrupted)
+                graph = bridge.claim_routed(run_id, prompt_id, interrupted)
                 if graph is not None:
                     return {"result": (), "expand": graph}
-                result = bridge.wait_routed(run_id, interrupted)
+                result = bridge.wait_routed(run_id, prompt_id, interrupted)
                 if result is not None:
                     break
         except Interrupted:
@@ -56,5 +59,5 @@ class DistributedQueuedPrompt:
             else:
                 saved = comfy_nodes.PreviewImage().save_images(batch, prompt=result.prompt)
             images += saved["ui"]["images"]
-        bridge.release_routed(run_id)
+        bridge.release_routed(run_id, prompt_id)
         return {"ui": {"images": images, "distributed_worker": [result.participant_name]}}

@@ -13,10 +13,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .secrets import check_headers, check_secret
+from .secrets import MASK, MAX_HEADERS, MAX_SECRET_LENGTH, check_headers, check_secret, url_credentials
 
 REGISTRY_VERSION = 1
 WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+HOST_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9.])?$"
+"""A DNS name or an IPv4 address: letters, digits, dots and hyphens."""
+MAX_ALLOWED_HOSTS = 32
+DEFAULT_MAX_ANSWER_MIB = 64
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 WorkerType = Literal["local", "remote", "cloud"]
@@ -32,7 +36,15 @@ class MasterConfig(StrictModel):
     """How the master itself takes part."""
 
     participate: bool = Field(True, description="Render a share on the master too; false = only orchestrate and collect.")
-    host: str = Field("", description="The master's address as workers would see it (informational; workers never call back).")
+    host: str = Field(
+        "", max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]*$",
+        description="The master's address as workers would see it (informational; workers never call back).",
+    )
+    allowed_hosts: list[Annotated[str, Field(pattern=HOST_NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=MAX_ALLOWED_HOSTS,
+        description="Host names the master's /distributed API answers to besides IP addresses and localhost, e.g. the name "
+                    "you open the master by on your LAN (docs/security.md: DNS rebinding).",
+    )
     cuda_device: int | None = Field(None, ge=0, description="The GPU the master uses; first-launch discovery skips it.")
 
 
@@ -73,6 +85,21 @@ class Settings(StrictModel):
         False,
         description="Run queued prompts that hold no collector whole on the first free participant, in list order (SwarmUI style).",
     )
+    max_answer_mib: int = Field(
+        DEFAULT_MAX_ANSWER_MIB, ge=1, le=4096,
+        description="Largest answer, in MiB, the master reads from a worker for anything but a share's images "
+                    "(/object_info, /history, /queue, a log); a larger one counts as a bad answer.",
+    )
+    max_result_mib: int = Field(
+        4096, ge=1, le=1 << 20,
+        description="Largest result, in MiB, one share may deliver for one collector, counted as the master keeps it "
+                    "(float32); a larger one is refused and the share runs elsewhere.",
+    )
+    max_image_megapixels: float = Field(
+        64.0, gt=0, le=4096,
+        description="Largest image, in megapixels, a worker may return; a larger one is refused before it is decoded "
+                    "and the share runs elsewhere.",
+    )
 
 
 class WorkerConfig(StrictModel):
@@ -88,11 +115,12 @@ class WorkerConfig(StrictModel):
     cuda_device: int | None = Field(None, ge=0, description="Local workers: the GPU index given as CUDA_VISIBLE_DEVICES.")
     extra_args: str = Field("", max_length=2000, description="Local workers: extra ComfyUI command-line arguments.")
     auth_token: str | None = Field(
-        None, max_length=4096,
+        None, max_length=MAX_SECRET_LENGTH,
         description="Sent as `Authorization: Bearer <token>` on every request and the websocket (a worker behind an auth proxy).",
     )
     headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra headers sent on every request and the websocket (e.g. a tunnel's access keys).",
+        default_factory=dict, max_length=MAX_HEADERS,
+        description="Extra headers sent on every request and the websocket (e.g. a tunnel's access keys).",
     )
     tls_verify: bool = Field(True, description="Verify the worker's TLS certificate. Turning this off is logged and shown as a warning.")
     tls_ca_file: str | None = Field(
@@ -114,6 +142,8 @@ class WorkerConfig(StrictModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("url must be an absolute http:// or https:// address")
+        if MASK in (url_credentials(value) or ""):
+            raise ValueError("the credentials in url look like a masked value; enter the real ones")
         return value.rstrip("/")
 
     @field_validator("auth_token")
@@ -133,6 +163,10 @@ class WorkerConfig(StrictModel):
                 raise ValueError("url: a cloud worker needs a url")
         elif self.port is None:
             raise ValueError(f"port: a {self.type} worker needs a port")
+        sets_authorization = self.auth_token or any(name.lower() == "authorization" for name in self.headers)
+        if sets_authorization and self.url and url_credentials(self.url) is not None:
+            raise ValueError("url: credentials in the url cannot be combined with an auth_token or an Authorization header "
+                             "(both would set Authorization)")
         return self
 
     @property

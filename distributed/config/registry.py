@@ -5,7 +5,7 @@ write re-reads the file first and applies the change to what is on disk, so an e
 between two API calls is kept rather than overwritten. An invalid file is reported (log, API, panel)
 and never overwritten: the last valid content stays in use and writes are refused until it is fixed.
 Writes go to a temporary file that replaces the real one atomically, after the previous valid
-content was kept as `workers.json.bak`.
+content was kept as `workers.json.bak`; both are readable by the user only (0600), as they hold tokens.
 """
 
 from __future__ import annotations
@@ -41,7 +41,26 @@ def parse_registry(text: str) -> RegistryFile:
     try:
         return RegistryFile.model_validate(data)
     except ValidationError as error:
-        raise describe_validation_error(error) from None
+        raise describe_validation_error(error, also=duplicates(data)) from None
+
+
+def duplicates(data: object) -> list[str]:
+    """Ids and local ports used twice, read from the raw file: the model checks them only once every
+    field is valid, and a hand-edited file should hear of all its problems at once."""
+    workers = data.get("workers") if isinstance(data, dict) else None
+    entries = [entry for entry in workers if isinstance(entry, dict)] if isinstance(workers, list) else []
+    problems, ids, ports = [], set(), set()
+    for entry in entries:
+        worker_id, port = entry.get("id"), entry.get("port")
+        if isinstance(worker_id, str):
+            if worker_id in ids:
+                problems.append(f"workers: duplicate worker id '{worker_id}'")
+            ids.add(worker_id)
+        if entry.get("type") == "local" and isinstance(port, int):
+            if port in ports:
+                problems.append(f"workers: two local workers use port {port}")
+            ports.add(port)
+    return problems
 
 
 class Registry:
@@ -158,23 +177,26 @@ class Registry:
     def _write(self, config: RegistryFile) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self._error is None:
-            backup = self.path.with_name(self.path.name + ".bak")
             try:
-                backup.write_bytes(self.path.read_bytes())
+                self._replace(self.path.with_name(self.path.name + ".bak"), self.path.read_bytes())
             except OSError as error:
                 logger.warning("Could not keep a backup of %s: %s", self.path, error)
-        text = json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
-        handle, temp_path = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self._replace(self.path, (json.dumps(config.model_dump(mode="json"), indent=2) + "\n").encode("utf-8"))
+        self._signature = self._stat()
+
+    def _replace(self, target: Path, data: bytes) -> None:
+        """Writes `data` to a new file readable by this user only (mkstemp makes it 0600: the file
+        holds tokens) that then replaces `target` atomically."""
+        handle, temp_path = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(text)
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
-            os.replace(temp_path, self.path)
+            os.replace(temp_path, target)
         except BaseException:
             Path(temp_path).unlink(missing_ok=True)
             raise
-        self._signature = self._stat()
 
     def _notify(self) -> None:
         for listener in self._listeners:

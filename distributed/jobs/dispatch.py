@@ -28,6 +28,7 @@ Everything here runs on the server loop, and only here is a Job read or changed.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -39,6 +40,7 @@ from ..config.registry import Registry
 from ..errors import JobFailed, PlanError, WorkerLost, WorkerStalled, WorkerUnavailable
 from ..events import Events
 from ..shares import RunState, Share, ShareOutput, ShareProgress, ShareResult, ShareRun, ShareState
+from ..workers.status import WorkerState
 from .collect import ordered_parts
 from .contracts import Clock, MasterQueue, ShareRunning, WorkerAvailability
 from .fallback import fallback_graph
@@ -214,17 +216,18 @@ class Dispatcher:
         return await self._await_collector(job, collector_id)
 
     async def deliver_from_master(self, job_id: str, index: int, collector_id: str, result: ShareOutput,
-                                  last: bool) -> CollectorOutcome | None:
+                                  last: bool, token: str) -> CollectorOutcome | None:
         """A share the master rendered, for one collector; the share is done once every collector has
         its output. After the `last` share of an expansion, the collector's next outcome: more shares
-        for the master, or every part joined with the master's own output held meanwhile."""
+        for the master, or every part joined with the master's own output held meanwhile. Only the
+        job's own expansion knows `token`: a master-share node queued by anyone else is refused."""
         job = self._require(job_id)
-        share = job.queue.shares[index]
-        run = share.run_of(MASTER)
+        share = job.queue.shares.get(index)
+        run = share.run_of(MASTER) if share is not None else None
         if job.state == JobState.FAILED:
             raise JobFailed(job.error or "distributed job failed")
-        if run is None:
-            raise JobFailed(f"share {index} of job {job_id} is not the master's to render")
+        if not hmac.compare_digest(token.encode(), job.master_share_token.encode()) or share is None or run is None:
+            raise JobFailed(f"share {index} of job {job_id} was not handed to the master by this job; its output is refused")
         outputs = job.results.setdefault(index, {})
         outputs[collector_id] = result
         assert job.plan is not None
@@ -252,8 +255,9 @@ class Dispatcher:
                 mine = sorted(index for index, share in job.queue.shares.items()
                               if share.run_of(MASTER) is not None and collector_id not in job.results.get(index, {}))
                 if mine:
-                    graph, last = fallback_graph(job.plan, job.job_id, collector_id, [(i, job.queue.shares[i].batch) for i in mine])
-                    return CollectorOutcome(job.master_renders, (), MasterFallback(graph, last))
+                    shares = [(i, job.queue.shares[i].batch) for i in mine]
+                    graph, last = fallback_graph(job.plan, job.job_id, collector_id, shares, job.master_share_token)
+                    return CollectorOutcome(job.master_renders, (), fallback=MasterFallback(graph, last))
                 if all(collector_id in job.results.get(index, {}) for index in job.queue.shares):
                     return self._joinable(job, collector_id, job.held_master_parts.pop(collector_id, None))
                 job.master_idle = True
@@ -268,14 +272,17 @@ class Dispatcher:
 
     def _joinable(self, job: Job, collector_id: str, master_part: Any) -> CollectorOutcome:
         participants = {index: share.participant for index, share in job.queue.shares.items()}
-        parts = ordered_parts(collector_id, job.remote_share_order(), job.results, participants)
-        return CollectorOutcome(job.master_renders, tuple(parts), master_part=master_part)
+        order = job.remote_share_order()
+        parts = ordered_parts(collector_id, order, job.results, participants)
+        sources = tuple((index, job.queue.shares[index].batch) for index in order)
+        return CollectorOutcome(job.master_renders, tuple(parts), sources, job.master_batch, master_part=master_part)
 
     def _master_done(self, job: Job) -> None:
         """The master rendered its own share (a collector got its images): learn its speed."""
         if job.plan is None or job.master_state != MasterShareState.RUNNING:
             return
         job.master_state = MasterShareState.DONE
+        job.master_progress = None
         now = self._clock()
         if job.master_began is not None:
             key = job.plan.workflow_key
@@ -391,7 +398,7 @@ class Dispatcher:
         else:
             logger.debug("Job %s: share %d goes to %s", job.job_id, share.index, worker.name)
             task = asyncio.ensure_future(self._runner.run(
-                job.plan.share_work(share.index, share.batch), worker, share.index,
+                job.plan.share_work(share.index, share.batch, job.expected_shapes), worker, share.index,
                 lambda progress, job=job, run=run: self._on_progress(job, run, progress),
             ))
             task.add_done_callback(lambda _, job=job: job.changed.notify())
@@ -411,6 +418,13 @@ class Dispatcher:
         logger.info("Job %s: share %d copied to %s: %s", job.job_id, backup.share.index, worker.name, reason)
         self._hand_out(job, backup.share, worker.id, worker, participants, tasks, backup_reason=reason)
         self._events.share_copied(job.job_id, backup.share.index, worker.id, backup.lagging, reason)
+
+    def master_progress(self, job_id: str, progress: ShareProgress) -> None:
+        """ComfyUI's progress on the master, for the master's own share of a running job."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.master_state == MasterShareState.RUNNING:
+            job.master_progress = progress
+            self._publish(job, throttle=True)
 
     def _on_progress(self, job: Job, run: ShareRun, progress: ShareProgress) -> None:
         if run.state != RunState.RUNNING:
@@ -511,8 +525,10 @@ class Dispatcher:
             logger.info("Job %s: share %d delivered by %s in %.2f s%s", job.job_id, share.index, worker.name, now - began, copy)
             self._reject_mismatched(job)
         else:
-            failure = str(error) if isinstance(error, WorkerUnavailable) else f"worker '{worker.name}': unexpected error: {error!r}"
-            cause = error.cause if isinstance(error, WorkerUnavailable) else failure
+            cause = error.cause if isinstance(error, WorkerUnavailable) else f"unexpected error: {error!r}"
+            if self._health.status(worker.id).state == WorkerState.STOPPED:
+                cause = "stopped by the user"
+            failure = f"worker '{worker.name}': {cause}"
             job.queue.give_back(share, worker.id, failure)
             if isinstance(error, WorkerStalled) and run.started_at is not None and not run.cold:
                 # it ran that long without finishing: a hung worker stays lagging for the next jobs

@@ -7,8 +7,10 @@ then returns, instead of its batch, an expansion: for each such share, the share
 seeds made literal, its batch slice cut) under a node-id prefix, ending in a "master share" node that
 hands the output to the dispatcher. Those nodes form a chain, so the last runs after all others; it
 asks for the collector's next outcome, which is another expansion or the collector's whole batch,
-and that is what the collector's output becomes. Pure graph logic; the nodes live in
-comfy/collectors.py.
+and that is what the collector's output becomes. Each master-share node carries the job's
+`master_share_token`: the expansion lives only inside the master's execution, so a prompt queued by
+another client (which may hold the same nodes and read the job id from the API) cannot deliver a
+share. Pure graph logic; the nodes live in comfy/collectors.py.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ AUDIO_NODE_CLASS = "DistributedMasterAudioShare"
 
 
 def fallback_graph(
-    plan: Plan, job_id: str, collector_id: str, shares: Sequence[tuple[int, BatchSlice | None]],
+    plan: Plan, job_id: str, collector_id: str, shares: Sequence[tuple[int, BatchSlice | None]], token: str,
 ) -> tuple[Prompt, str]:
-    """The expansion that renders `shares` (index, batch slice) for one collector on the master.
+    """The expansion that renders `shares` (index, batch slice) for one collector on the master;
+    `token` is the job's master_share_token.
 
     Returns the graph and the id of its last node, whose output is the collector's whole batch.
     """
@@ -47,6 +50,7 @@ def fallback_graph(
             "collector_id": collector_id,
             "share_index": index,
             "last": position == len(shares) - 1,
+            "token": token,
         }
         if previous is not None:
             inputs["after"] = [previous, 0]

@@ -34,6 +34,11 @@ class PromptHook:
     def __call__(self, json_data: dict[str, Any]) -> dict[str, Any]:
         """Plans prompts holding a collector and tags them with a job. The prompt id is fixed here
         (ComfyUI keeps one given in the request) so the job can name its prompt."""
+        given = json_data.get("prompt_id")
+        if given is not None and self._taken(str(given)):
+            # The distributed queue's proxy serves only the prompt it was queued in, known by its id.
+            logger.warning("A prompt came with the id %s of a distributed prompt already queued; it gets a new id", str(given)[:100])
+            json_data["prompt_id"] = str(uuid.uuid4())
         prompt = json_data.get("prompt")
         if not isinstance(prompt, dict):
             return json_data
@@ -47,6 +52,10 @@ class PromptHook:
         if job.plan is not None and job.master_batch is not None:
             slice_latents(prompt, job.plan.latent_nodes, job.master_batch)
         return json_data
+
+    def _taken(self, prompt_id: str) -> bool:
+        """Whether a distributed job or a routed prompt already stands for this prompt id."""
+        return self._router.knows_prompt(prompt_id) or any(job.prompt_id == prompt_id for job in self._dispatcher.jobs())
 
     def _route_whole(self, json_data: dict[str, Any], prompt: dict[str, Any]) -> dict[str, Any]:
         """Distributed queue: the prompt is held here and a proxy is queued on the master instead."""

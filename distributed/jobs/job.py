@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..shares import BatchSlice, Share, ShareOutput
+from ..shares import BatchSlice, Share, ShareOutput, ShareProgress
 from .plan import Plan
 from .scheduler import ShareQueue
 
@@ -81,6 +82,8 @@ class Job:
     master_state: MasterShareState = MasterShareState.WAITING
     master_batch: BatchSlice | None = None
     """Split mode: the slice cut into the master's own prompt, or None."""
+    master_progress: ShareProgress | None = None
+    """Where the master's own share stands, from ComfyUI's progress on the master (whoever queued it)."""
     remote_batches: list[BatchSlice] = field(default_factory=list)
     """Split mode: the slices for workers, in share order."""
     queue: ShareQueue = field(default_factory=lambda: ShareQueue([]))
@@ -94,6 +97,9 @@ class Job:
     never looks inside."""
     master_idle: bool = False
     """A collector waits on the master's thread with nothing of its own to render: the master can take a share."""
+    master_share_token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
+    """Put into the master's expansions, which no client sees, and asked back with each share they
+    deliver: a prompt queued by anyone else cannot hand in a share for this job. Never shown."""
     created_at: float = field(default_factory=time.time)
     registered_at: float = 0.0
     """On the dispatcher's clock."""
@@ -114,7 +120,8 @@ class Job:
     def snapshot(self) -> dict[str, Any]:
         """The job as the API and the panel show it."""
         shares = [
-            {"index": 0, "participant": MASTER, "state": self.master_state.value, "attempts": [], "progress": None,
+            {"index": 0, "participant": MASTER, "state": self.master_state.value, "attempts": [],
+             "progress": self.master_progress.as_json() if self.master_progress else None,
              "batch": self.master_batch.as_json() if self.master_batch else None, "copies": []}
         ] if self.master_renders else []
         shares += [_share_view(s) for s in sorted(self.queue.shares.values(), key=lambda s: s.index)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..graph import Prompt
-from ..shares import ShareOutput
+from ..shares import BatchSlice, ShareOutput
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class CollectorOutcome:
     """Whether share 0 is the master's own (it then comes first in the batch)."""
     parts: tuple[tuple[str, ShareOutput], ...]
     """(label, output) of every remote share for this collector, in share order."""
+    part_shares: tuple[tuple[int, BatchSlice | None], ...] = ()
+    """(share index, batch slice) of each of `parts`: where its images come from."""
+    master_batch: BatchSlice | None = None
+    """Split mode: the slice of the batch the master's own share rendered."""
     fallback: MasterFallback | None = None
     """Set when shares are left to the master: the collector expands into this instead of joining."""
     master_part: Any = None

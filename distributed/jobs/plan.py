@@ -1,12 +1,13 @@
 """Turns a prompt holding Distributed Collector nodes into the prompt each share runs.
 
 A share is one unit of work: the part of the graph upstream of the collectors, run with that share's
-seeds. Share 0 is the master's own when it participates; every other share runs on a stock worker
-ComfyUI, so its prompt must hold only stock nodes: `DistributedSeed` nodes are replaced by the share's
-seed as a literal, and each collector by a stock output node that keeps the collector's node id, so
-the worker's history names results by the collector they belong to. An audio collector becomes a
-PreviewAudio that only stands in the template: audio comes back through this extension's result
-sink alone, so stock workers get no audio share (`share_runner`).
+seeds and values. Share 0 is the master's own when it participates; every other share runs on a
+stock worker ComfyUI, so its prompt must hold only stock nodes: `DistributedSeed` and
+`DistributedValue` nodes are replaced by the share's seed or value as a literal, and each collector
+by a stock output node that keeps the collector's node id, so the worker's history names results by
+the collector they belong to. An audio collector becomes a PreviewAudio that only stands in the
+template: audio comes back through this extension's result sink alone, so stock workers get no
+audio share (transport/runner.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .. import graph
 from ..errors import PlanError
 from ..graph import Prompt
 from ..shares import PRECISIONS, BatchSlice, ShareWork
+from .values import VALUE_CLASS, ValueList, value_list
 
 COLLECTOR_CLASS = "DistributedCollector"
 AUDIO_COLLECTOR_CLASS = "DistributedAudioCollector"
@@ -73,6 +76,8 @@ class Plan:
     """Collector node id -> the dtype its images travel in from workers with this extension."""
     audio_collectors: tuple[str, ...] = ()
     """The collectors (among collector_ids) that gather audio rather than images."""
+    value_nodes: dict[str, ValueList] = field(default_factory=dict)
+    """DistributedValue node id -> its items: share k gets item k (item 0 in split mode)."""
 
     @property
     def split(self) -> bool:
@@ -113,13 +118,19 @@ class Plan:
         for node_id, seed in self.seed_nodes.items():
             graph.replace_output_with_literal(prompt, node_id, 0, seed if self.split else share_seed(seed, share_index))
             del prompt[node_id]
+        for node_id, values in self.value_nodes.items():
+            graph.replace_output_with_literal(prompt, node_id, 0, values.for_share(0 if self.split else share_index))
+            del prompt[node_id]
         if batch is not None:
             slice_latents(prompt, self.latent_nodes, batch)
         return prompt
 
-    def share_work(self, share_index: int, batch: BatchSlice | None = None) -> ShareWork:
-        """What a worker gets for one share: its prompt, and how each collector's output comes back."""
-        return ShareWork(self.share_prompt(share_index, batch), self.collector_ids, self.audio_collectors, dict(self.precisions))
+    def share_work(self, share_index: int, batch: BatchSlice | None = None,
+                   image_sizes: Mapping[str, tuple[int, ...]] | None = None) -> ShareWork:
+        """What a worker gets for one share: its prompt, how each collector's output comes back, and
+        what that output may be (`image_sizes`: the master's own images, per collector, once known)."""
+        return ShareWork(self.share_prompt(share_index, batch), self.collector_ids, self.audio_collectors, dict(self.precisions),
+                         max_images=batch.length if batch is not None else None, image_sizes=dict(image_sizes or {}))
 
 
 def slice_latents(prompt: Prompt, latent_nodes: tuple[str, ...], batch: BatchSlice) -> None:
@@ -201,6 +212,8 @@ def plan(prompt: Prompt) -> Plan:
         if not 0 <= seed < SEED_SPACE:
             raise PlanError(f"Distributed Seed (node {node_id}) seed {seed} is outside 0..2^64-1")
         seed_nodes[node_id] = seed
+    value_nodes = {node_id: _value_list(node_id, template[node_id].get("inputs", {}))
+                   for node_id in graph.nodes_of_class(template, VALUE_CLASS)}
 
     settings = prompt[collector_ids[0]].get("inputs", {})
     shares = settings.get(SHARES_INPUT, 0)
@@ -218,7 +231,12 @@ def plan(prompt: Prompt) -> Plan:
         if precision not in PRECISIONS:
             raise PlanError(f"Distributed Collector (node {collector_id}) 'precision' must be one of {', '.join(PRECISIONS)}")
         precisions[collector_id] = precision
-    return Plan(tuple(collector_ids), template, seed_nodes, shares, latent_nodes, batch_size, precisions, audio_collectors)
+    return Plan(tuple(collector_ids), template, seed_nodes, shares, latent_nodes, batch_size, precisions, audio_collectors,
+                value_nodes)
+
+
+def _value_list(node_id: str, inputs: dict) -> ValueList:
+    return value_list(inputs.get("values"), inputs.get("type"), inputs.get("past_end", "cycle"), f"Distributed Value (node {node_id})")
 
 
 def _splittable_latents(template: Prompt, collector_id: str) -> tuple[tuple[str, ...], int]:

@@ -10,6 +10,11 @@ worker's images come back into the proxy, which saves them as the prompt's own o
 
 Only prompts whose outputs are images (SaveImage, PreviewImage) are distributed this way; any other
 prompt runs on the master as stock ComfyUI would.
+
+The proxy's `run_id` is no secret (the master's queue shows it to every client), so a run answers
+only the proxy executing as the prompt it was queued for: a prompt of anyone else holding the same
+node cannot take the run's graph or its images. The on-prompt hook keeps prompt ids unique
+(`PromptHook`), so a prompt cannot borrow the id either.
 """
 
 from __future__ import annotations
@@ -130,24 +135,29 @@ class PromptRouter:
 
     # --- the proxy node, via the bridge -----------------------------------------------------
 
-    def claim_for_master(self, run_id: str) -> graph.Prompt | None:
-        """The master reached the proxy: it takes the run if nobody has; returns the graph to expand."""
-        run = self._require(run_id)
+    def knows_prompt(self, prompt_id: str) -> bool:
+        """Whether a run stands for a prompt of this id."""
+        return any(run.prompt_id == prompt_id for run in self._runs.values())
+
+    def claim_for_master(self, run_id: str, prompt_id: str) -> graph.Prompt | None:
+        """The master reached the proxy (executing as `prompt_id`): it takes the run if nobody has;
+        returns the graph to expand."""
+        run = self._require(run_id, prompt_id)
         if run.state != RouteState.WAITING or not self._registry.snapshot().master.participate:
             return None
         run.state, run.participant, run.participant_name = RouteState.RUNNING, MASTER, MASTER
         logger.info("Queued prompt %s runs on the master", run.prompt_id)
         return graph.with_prefix(run.prompt, f"{PROXY_NODE_ID}.")
 
-    def release(self, run_id: str) -> None:
+    def release(self, run_id: str, prompt_id: str) -> None:
         """The proxy saved the images: drop them."""
         run = self._runs.get(run_id)
-        if run is not None:
+        if run is not None and run.prompt_id == prompt_id:
             run.images = {}
 
-    async def result(self, run_id: str) -> RoutedResult | None:
+    async def result(self, run_id: str, prompt_id: str) -> RoutedResult | None:
         """Waits for a worker's result; None when the run fell back to the master (claim it then)."""
-        run = self._require(run_id)
+        run = self._require(run_id, prompt_id)
         try:
             while not run.finished.is_set():
                 if run.state == RouteState.WAITING and self._registry.snapshot().master.participate:
@@ -267,10 +277,12 @@ class PromptRouter:
         run.finished.set()
         self._wake.set()
 
-    def _require(self, run_id: str) -> RoutedPrompt:
+    def _require(self, run_id: str, prompt_id: str) -> RoutedPrompt:
         run = self._runs.get(run_id)
         if run is None:
             raise JobFailed(f"queued prompt {run_id} is unknown (was the master restarted?)")
+        if run.prompt_id != prompt_id:
+            raise JobFailed(f"queued prompt {run_id} belongs to another prompt; this node is added by the master, not by hand")
         return run
 
     def _forget_old_runs(self) -> None:

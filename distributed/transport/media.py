@@ -122,7 +122,7 @@ class MediaUploader:
         started = time.monotonic()
         handle = await asyncio.to_thread(local.path.open, "rb")
         try:
-            remote_name = await client.upload_input(handle, relative.name, subfolder)
+            remote_name = await client.upload_input(handle, relative.name, subfolder, local.size)
         finally:
             await asyncio.to_thread(handle.close)
         logger.info("Uploaded input %s to %s as %s (%d bytes, %.1fs)", relative, client.name, remote_name,

@@ -37,7 +37,12 @@ class Missing:
 
     @property
     def is_file(self) -> bool:
-        return self.value.lower().endswith(MODEL_EXTENSIONS) or "/" in self.value or "\\" in self.value
+        return looks_like_file(self.value)
+
+
+def looks_like_file(value: str) -> bool:
+    """Whether a choice value names a file (a model), not a mode such as a sampler name."""
+    return value.lower().endswith(MODEL_EXTENSIONS) or "/" in value or "\\" in value
 
 
 @dataclass

@@ -59,14 +59,6 @@ class ResultStore:
         self._entries: OrderedDict[tuple[str, str], StoredResult] = OrderedDict()
         self._bytes = 0
 
-    @property
-    def total_bytes(self) -> int:
-        with self._lock:
-            return self._bytes
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
 
     def put(self, prompt_id: str, node_id: str, array: np.ndarray, encoding_hint: str = "raw") -> None:
         """Keeps `array` for the master, evicting the oldest entries beyond the byte cap.

@@ -24,6 +24,10 @@ lists this extension's sink node gets the fast result path (`sink`, `fetch`): th
 sink instead of PreviewImage, and its arrays are streamed in the wire format, uint8 or unquantised
 floats, in the encoding its link calls for. Any other worker keeps the stock PNG path; both kinds
 serve shares of the same job.
+
+What the worker says is not trusted: its history entry counts only if it holds the client id this
+share was queued with, and its results must fit the `ResultLimits` of the job and the settings
+(`limits`) before anything is fetched or decoded.
 """
 
 from __future__ import annotations
@@ -38,15 +42,16 @@ from typing import Any
 
 from ..config.models import WorkerConfig
 from ..config.registry import Registry
-from ..errors import WorkerFailed, WorkerLost, WorkerRejected, WorkerStalled, WorkerUnavailable
+from ..errors import BadResult, WorkerFailed, WorkerLost, WorkerRejected, WorkerStalled, WorkerUnavailable
 from ..graph import Prompt
-from ..shares import PRECISIONS, ShareProgress, ShareResult, ShareWork
+from ..shares import PRECISIONS, NodeCount, ShareProgress, ShareResult, ShareWork
 from ..workers.client import WorkerClient
 from ..workers.failures import describe_execution_error
 from ..workers.orphans import ShareOwner
 from ..workers.pool import ClientPool
 from ..workers.stream import EventStream
 from . import fetch, preflight, sink
+from .limits import ResultLimits
 from .link import LinkMonitor
 from .media import MediaUploader
 from .object_info import ObjectInfoCache
@@ -73,6 +78,8 @@ class _Watch:
     stall_seconds: float
     last_event: float
     """When the share (or, while it waits in the queue, the worker) last showed activity."""
+    count: NodeCount
+    """The share's nodes done so far, for its progress."""
     started: bool = False
     node: str | None = None
     cached: set[str] = field(default_factory=set)
@@ -84,6 +91,15 @@ class _Watch:
     def stall_error(self, worker_name: str) -> WorkerStalled:
         where = f", stuck in node {self.node}" if self.started and self.node else ("" if self.started else ", still waiting in its queue")
         return WorkerStalled(worker_name, f"showed no progress for {self.stall_seconds:g} s (stall_timeout){where}")
+
+
+def queued_by(entry: dict[str, Any]) -> str | None:
+    """The client id a history entry's prompt was queued with. ComfyUI keeps the queue item as
+    `prompt`: (number, prompt_id, prompt, extra_data, outputs_to_execute); extra_data has client_id."""
+    item = entry.get("prompt")
+    extra = item[3] if isinstance(item, list) and len(item) > 3 else None
+    client_id = extra.get("client_id") if isinstance(extra, dict) else None
+    return client_id if isinstance(client_id, str) else None
 
 
 class ShareRunner:
@@ -130,11 +146,12 @@ class ShareRunner:
         client_id = self._owner.client_id(share_index)
         settings = self._registry.snapshot().settings
         heartbeat = max(1.0, settings.worker_timeout / 2)
+        limits = {node_id: ResultLimits.of(work, node_id, settings) for node_id in collector_ids}
         prompt_id: str | None = None
         try:
             async with client.events(client_id, heartbeat) as stream:
                 prompt_id = await client.submit(prompt, client_id)
-                watch = _Watch(prompt_id, frozenset(prompt), settings.stall_timeout, time.monotonic())
+                watch = _Watch(prompt_id, frozenset(prompt), settings.stall_timeout, time.monotonic(), NodeCount(len(prompt)))
                 finished = await self._watch_or_drop(client, stream, watch, on_progress)
             reconnects = 0
             while finished is not None:
@@ -152,11 +169,11 @@ class ShareRunner:
                     raise
                 except WorkerUnavailable as error:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
-            entry = await self._settled_history(client, prompt_id)
+            entry = await self._settled_history(client, prompt_id, client_id)
             if fast:
-                outputs = await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, work.audio_ids)
+                outputs = await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, limits, work.audio_ids)
             else:
-                outputs = await fetch.fetch_outputs(client, entry, collector_ids)
+                outputs = await fetch.fetch_outputs(client, entry, collector_ids, limits)
             return ShareResult(outputs, frozenset(watch.cached))
         except BaseException:
             if prompt_id is not None:
@@ -228,16 +245,20 @@ class ShareRunner:
                 raise WorkerFailed(client.name, "the run was interrupted on the worker")
             if message.type == "executing" and owner == watch.prompt_id and message.data.get("node") is None:
                 return  # sent once the history entry is written; execution_success comes just before it
+            node = message.data.get("node")
             if message.type == "execution_cached":
                 nodes = message.data.get("nodes")
                 if isinstance(nodes, list):
                     watch.cached.update(str(node) for node in nodes[:MAX_CACHED_NODES] if str(node) in watch.node_ids)
+                    on_progress(watch.count.cached(nodes[:MAX_CACHED_NODES]))
             elif message.type == "progress":
-                watch.node = _node_id(message.data.get("node"))
-                on_progress(ShareProgress.of(message.data.get("value"), message.data.get("max"), message.data.get("node")))
-            elif message.type == "executing" and message.data.get("node") is not None:
-                watch.node = _node_id(message.data.get("node"))
-                on_progress(ShareProgress.of(0, 1, message.data.get("node")))
+                watch.node = _node_id(node)
+                on_progress(watch.count.stepped(watch.node, message.data.get("value"), message.data.get("max")))
+            elif message.type == "executing" and node is not None:
+                watch.node = _node_id(node)
+                on_progress(watch.count.started(watch.node or ""))
+            elif message.type == "executed" and node is not None:
+                on_progress(watch.count.finished(_node_id(node) or ""))
 
     async def _reconcile(self, client: WorkerClient, prompt_id: str, lost: WorkerLost, read_timeout: float) -> bool:
         """After a websocket drop: True when the prompt finished, False when it is still queued there.
@@ -264,19 +285,27 @@ class ShareRunner:
             if strict:
                 raise
             return None
-        return entry if entry and entry.get("status", {}).get("completed") is not None else None
+        return entry if entry and (entry.get("status") or {}).get("completed") is not None else None
 
-    async def _settled_history(self, client: WorkerClient, prompt_id: str) -> dict:
-        """The history entry; ComfyUI writes it just after it reports success, so wait briefly."""
+    async def _settled_history(self, client: WorkerClient, prompt_id: str, client_id: str) -> dict:
+        """The history entry of our prompt; ComfyUI writes it just after it reports success, so wait briefly.
+
+        The entry counts only if it is the prompt this master queued, under `client_id`: a prompt id
+        alone can be reused by anyone else who queues on the worker.
+        """
         deadline = time.monotonic() + HISTORY_SETTLE_SECONDS
         while True:
             entry = await client.history(prompt_id)
             if entry is not None:
+                if queued_by(entry) != client_id:
+                    raise BadResult(client.name, f"its history entry for prompt {prompt_id} was not queued by this master "
+                                                 "(another client id); its result is not used")
                 status = entry.get("status") or {}
                 if status.get("status_str") == "error" or status.get("completed") is False:
-                    messages = [m for m in status.get("messages", []) if isinstance(m, list) and m and m[0] == "execution_error"]
-                    cause = describe_execution_error(messages[0][1]) if messages else "the run ended with an error"
-                    raise WorkerFailed(client.name, cause)
+                    messages = status.get("messages")
+                    errors = [m[1] for m in messages if isinstance(m, list) and len(m) > 1 and m[0] == "execution_error"
+                              and isinstance(m[1], dict)] if isinstance(messages, list) else []
+                    raise WorkerFailed(client.name, describe_execution_error(errors[0]) if errors else "the run ended with an error")
                 return entry
             if time.monotonic() > deadline:
                 raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")

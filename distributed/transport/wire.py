@@ -24,6 +24,12 @@ pixel to the left (stride = the last dimension when it is a channel count of 2-4
 byte-shuffled (all first bytes, then all second bytes ...). On generated-image-like content that
 matches PNG level 1's ratio at 40% of its encode time, and a block that eight 8 KiB samples show to
 be incompressible (noise) is stored, so the encoding never costs much more than raw.
+
+The stream comes from a worker, which the master does not trust, so the decoder bounds what it
+does for it: the header must announce what the master expects (dtype, shape, at most `max_bytes`),
+blocks are at most MAX_BLOCK_SIZE, and a compressed block may inflate at most MAX_INFLATE_RATIO
+times its size. Level 1 deflate reaches about 230:1 on constant data, so a stream the encoder made
+always passes; a hand-made level 9 stream (about 1000:1) does not.
 """
 
 from __future__ import annotations
@@ -46,7 +52,10 @@ VERSION = 1
 ENCODINGS = ("raw", "zlib")
 MAX_NDIM = 8
 DEFAULT_CHUNK_SIZE = 4 << 20
-DEFAULT_MAX_BYTES = 32 << 30
+DEFAULT_MAX_BYTES = 4 << 30
+MAX_BLOCK_SIZE = 64 << 20
+MAX_INFLATE_RATIO = 512
+"""The most a compressed block may inflate: decoded bytes per byte on the wire."""
 
 _DTYPES: dict[int, np.dtype] = {1: np.dtype("<u1"), 2: np.dtype("<f2"), 3: np.dtype("<f4")}
 _DTYPE_CODES = {dtype: code for code, dtype in _DTYPES.items()}
@@ -148,7 +157,8 @@ def _encode_block(block: np.ndarray, itemsize: int, stride: int) -> Iterator[byt
     sample = _sample(filtered)
     if len(zlib.compress(sample, 1)) < _INCOMPRESSIBLE * len(sample):
         packed = zlib.compress(filtered, 1)
-        if len(packed) < len(block):
+        # A zlib build whose level 1 beats the ratio a decoder accepts (none known) gets the block stored.
+        if len(packed) < len(block) and len(block) <= len(packed) * MAX_INFLATE_RATIO:
             yield _BLOCK.pack(_DEFLATE, len(packed)) + packed
             return
     yield _BLOCK.pack(_STORED, len(block))
@@ -276,8 +286,8 @@ class Decoder:
         if header.nbytes > self._max_bytes:
             raise self._fail(f"result of shape {header.shape} exceeds the {self._max_bytes} byte limit")
         unit = _filter_stride(header.dtype, header.shape) * header.dtype.itemsize
-        if header.encoding == "zlib" and (block_size <= 0 or block_size % unit):
-            raise self._fail(f"corrupt result stream header (block size {block_size})")
+        if header.encoding == "zlib" and (block_size <= 0 or block_size % unit or block_size > MAX_BLOCK_SIZE):
+            raise self._fail(f"corrupt result stream header (block size {block_size}, at most {MAX_BLOCK_SIZE} allowed)")
         self.header = header
         self._out = np.empty(header.shape, dtype=header.dtype)
         self._out_bytes = memoryview(self._out.reshape(-1).view(np.uint8))
@@ -309,8 +319,11 @@ class Decoder:
         if kind == _STORED and length == self._block_len:
             self._state, self._block_left = "stored", length
         elif kind == _DEFLATE and 0 < length < self._block_len:
+            if self._block_len > length * MAX_INFLATE_RATIO:
+                raise self._fail(f"compressed block at byte {self._pos} would inflate {self._block_len // length}:1, "
+                                 f"more than the {MAX_INFLATE_RATIO}:1 this master accepts")
             if self._scratch is None:
-                self._scratch = np.empty(self.header.block_size, dtype=np.uint8)  # type: ignore[union-attr]
+                self._scratch = np.empty(min(self.header.block_size, self.header.nbytes), dtype=np.uint8)  # type: ignore[union-attr]
             self._state, self._block_left = "deflate", length
             self._scratch_pos = 0
             self._inflater = zlib.decompressobj()
@@ -382,12 +395,6 @@ class Decoder:
             return "header incomplete"
         return f"{self._pos} of {self.header.nbytes} bytes decoded"
 
-
-def decode(data: bytes | bytearray | memoryview, source: str = "unknown") -> np.ndarray:
-    """Decodes a whole stream held in memory (tests, small results)."""
-    decoder = Decoder(source)
-    decoder.feed(data)
-    return decoder.result()
 
 
 class ChunkSource(Protocol):

@@ -1,18 +1,23 @@
 """HTTP and websocket access to one worker ComfyUI, over its ordinary API.
 
 Every aiohttp or asyncio error becomes one of our `WorkerUnavailable` errors here (`failures`), and
-every request carries an explicit connect and read timeout (`timeouts`). The session, with the
-worker's auth headers and TLS settings, comes from the `ClientPool`. Idempotent GETs are retried
-with backoff when a pooled connection was dropped or a proxy answered 502/503/504; a refused
-connection or a timeout is not retried, so an offline worker is still reported within one timeout.
-A result stream (`result`) is never retried: the worker drops a result once it has sent all of it.
+every request carries an explicit connect and read timeout and a deadline for the whole answer
+(`timeouts`). The session, with the worker's auth headers and TLS settings, comes from the
+`ClientPool`; it follows no redirect. Idempotent GETs are retried with backoff when a pooled
+connection was dropped or a proxy answered 502/503/504; a refused connection or a timeout is not
+retried, so an offline worker is still reported within one timeout. A result stream (`download`) is
+never retried: the worker drops a result once it has sent all of it.
+
+Nothing a worker sends is trusted: an answer larger than the master's limit (settings.max_answer_mib
+for answers, the job's bounds for images) is refused as BadResult, and so is JSON that does not
+parse, is nested too deep for Python, or does not have the shape ComfyUI gives it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,11 +27,11 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 import aiohttp
 
-from ..config.models import WorkerConfig
+from ..config.models import DEFAULT_MAX_ANSWER_MIB, WorkerConfig
 from ..errors import BadResult, WorkerLost, WorkerOffline, WorkerRejected, WorkerUnavailable
-from .failures import AUTH_HINT, describe_prompt_error, unavailable_from
+from .failures import AUTH_HINT, describe_prompt_error, parse_json, unavailable_from
 from .stream import EventStream
-from .timeouts import READ_TIMEOUT, TRANSFER_READ_TIMEOUT, client_timeout
+from .timeouts import READ_TIMEOUT, TRANSFER_READ_TIMEOUT, answer_deadline, client_timeout, transfer_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,10 @@ RETRY_STATUSES = (502, 503, 504)
 IDENTITY_PATH = "/distributed/identity"
 """Served by every ComfyUI that runs this extension: `{"master_id": <id or null>}`."""
 MAX_ID_LENGTH = 64
+PROMPT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+"""What a prompt id from a worker may look like (ComfyUI makes uuid4s); it ends up in URL paths."""
+READ_PIECE = 1 << 16
+ANSWER_LIMIT_SETTING = "settings.max_answer_mib"
 
 
 @dataclass(frozen=True)
@@ -96,10 +105,12 @@ class WorkerClient:
     bundle): every call then raises it, so the problem is reported like any other connection failure.
     """
 
-    def __init__(self, worker: WorkerConfig, session: aiohttp.ClientSession | None, setup_error: WorkerUnavailable | None = None) -> None:
+    def __init__(self, worker: WorkerConfig, session: aiohttp.ClientSession | None, setup_error: WorkerUnavailable | None = None,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_MIB << 20) -> None:
         self.worker = worker
         self._session = session
         self._setup_error = setup_error
+        self._max_answer_bytes = max_answer_bytes
 
     @property
     def name(self) -> str:
@@ -110,8 +121,9 @@ class WorkerClient:
 
     # --- plain requests -------------------------------------------------------------------
 
-    async def get_json(self, path: str, read_timeout: float = READ_TIMEOUT, retries: int = GET_RETRIES) -> Any:
-        status, body = await self._get(path, read_timeout=read_timeout, retries=retries)
+    async def get_json(self, path: str, read_timeout: float = READ_TIMEOUT, retries: int = GET_RETRIES, transfer: bool = False) -> Any:
+        """A JSON answer; a `transfer` (a large answer) gets its deadline from the size it announces."""
+        status, body = await self._get(path, read_timeout=read_timeout, retries=retries, transfer=transfer)
         self._raise_for_auth(status, "GET", path)
         if status != 200:
             stage = "not_comfyui" if status == 404 else "http"
@@ -121,15 +133,15 @@ class WorkerClient:
     async def system_stats(self, read_timeout: float = READ_TIMEOUT) -> dict[str, Any]:
         stats = await self.get_json("/system_stats", read_timeout)
         if not isinstance(stats, dict) or "system" not in stats:
-            raise WorkerOffline(self.name, "answers, but /system_stats does not look like ComfyUI", stage="not_comfyui")
+            raise BadResult(self.name, "answers, but /system_stats does not look like ComfyUI", stage="not_comfyui")
         return stats
 
     async def queue_remaining(self, read_timeout: float = READ_TIMEOUT) -> int:
         info = await self.get_json("/prompt", read_timeout)
         try:
-            return int(info["exec_info"]["queue_remaining"])
-        except (KeyError, TypeError, ValueError):
-            raise WorkerOffline(self.name, "GET /prompt does not look like ComfyUI") from None
+            return max(0, int(info["exec_info"]["queue_remaining"]))
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise BadResult(self.name, "GET /prompt does not look like ComfyUI", stage="not_comfyui") from None
 
     async def queue_items(self, read_timeout: float = READ_TIMEOUT) -> list[QueueItem]:
         """The prompts running or waiting on the worker (its GET /queue), with who queued them."""
@@ -138,8 +150,11 @@ class WorkerClient:
             raise BadResult(self.name, "GET /queue is not a JSON object")
         items = []
         for key in ("queue_running", "queue_pending"):
+            entries = info.get(key) or []
+            if not isinstance(entries, list):
+                raise BadResult(self.name, f"GET /queue holds no list of {key}")
             # Each entry is ComfyUI's (number, prompt_id, prompt, extra_data, outputs_to_execute).
-            for entry in info.get(key) or []:
+            for entry in entries:
                 if isinstance(entry, list) and len(entry) > 1 and isinstance(entry[1], str):
                     extra = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
                     client_id = extra.get("client_id")
@@ -160,7 +175,7 @@ class WorkerClient:
         if status != 200:
             return None
         try:
-            answer = json.loads(body)
+            answer = parse_json(body)
         except ValueError:
             return None
         value = answer.get("master_id") if isinstance(answer, dict) else None
@@ -168,7 +183,8 @@ class WorkerClient:
 
     async def object_info(self) -> dict[str, Any]:
         """Every node class the worker has, with its inputs and, for choice inputs, the choices."""
-        info = await self.get_json("/object_info", READ_TIMEOUT)  # a frozen worker costs seconds here, not a minute
+        # A frozen worker costs seconds here, not a minute; an answer of many megabytes on a slow link has time.
+        info = await self.get_json("/object_info", READ_TIMEOUT, transfer=True)
         if not isinstance(info, dict):
             raise BadResult(self.name, "GET /object_info is not a JSON object", stage="not_comfyui")
         return info
@@ -183,12 +199,12 @@ class WorkerClient:
             raise WorkerOffline(self.name, f"POST /prompt answered HTTP {status}")
         answer = self._parse_json(body, "/prompt")
         prompt_id = answer.get("prompt_id") if isinstance(answer, dict) else None
-        if not isinstance(prompt_id, str):
-            raise BadResult(self.name, "POST /prompt answered without a prompt_id")
+        if not isinstance(prompt_id, str) or not PROMPT_ID.match(prompt_id):
+            raise BadResult(self.name, "POST /prompt answered without a valid prompt_id")
         return prompt_id
 
-    async def upload_input(self, file: BinaryIO, name: str, subfolder: str = "") -> str:
-        """Stores a file in the worker's input folder; returns the name to use in the prompt.
+    async def upload_input(self, file: BinaryIO, name: str, subfolder: str, size: int) -> str:
+        """Stores a file (of `size` bytes) in the worker's input folder; returns the name to use in the prompt.
 
         ComfyUI keeps an identical file under its name and renames a different one ("x (1).png"), so
         the returned name may differ from `name`.
@@ -197,7 +213,8 @@ class WorkerClient:
         form.add_field("image", file, filename=name, content_type="application/octet-stream")
         form.add_field("type", "input")
         form.add_field("subfolder", subfolder)
-        status, body = await self._request("POST", "/upload/image", data=form, read_timeout=TRANSFER_READ_TIMEOUT)
+        status, body = await self._request("POST", "/upload/image", data=form, read_timeout=TRANSFER_READ_TIMEOUT,
+                                           deadline=transfer_deadline(size))
         self._raise_for_auth(status, "POST", "/upload/image")
         if status != 200:
             raise WorkerRejected(self.name, f"refused the upload of input file {name} (HTTP {status})")
@@ -218,19 +235,25 @@ class WorkerClient:
             return None
         if not isinstance(entry, dict):
             raise BadResult(self.name, f"/history/{prompt_id} holds no valid entry")
+        for key in ("status", "outputs"):
+            if entry.get(key) is not None and not isinstance(entry[key], dict):
+                raise BadResult(self.name, f"/history/{prompt_id} holds a malformed {key}")
         return entry
 
-    async def view(self, ref: ImageRef) -> bytes:
+    async def view(self, ref: ImageRef, max_bytes: int, limit_setting: str) -> bytes:
+        """One image file; refused when larger than `max_bytes` (what `limit_setting` allows)."""
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
-        status, body = await self._get("/view", params=params, read_timeout=TRANSFER_READ_TIMEOUT)
+        status, body = await self._get("/view", params=params, read_timeout=TRANSFER_READ_TIMEOUT, limit=max_bytes,
+                                       limit_setting=limit_setting, transfer=True)
         self._raise_for_auth(status, "GET", "/view")
         if status != 200:
             raise BadResult(self.name, f"/view of {ref.filename} answered HTTP {status}")
         return body
 
-    async def download(self, path: str, consume: Callable[[CountedBody], Awaitable[T]], params: dict[str, str] | None = None,
-                       not_found: str | None = None) -> Download[T]:
-        """Streams a GET answer's body into `consume` (a decoder that works as chunks arrive).
+    async def download(self, path: str, consume: Callable[[CountedBody], Awaitable[T]], size: int,
+                       params: dict[str, str] | None = None, not_found: str | None = None) -> Download[T]:
+        """Streams a GET answer's body into `consume` (a decoder that works as chunks arrive); `size`,
+        the bytes the worker announced, sets its deadline.
 
         Never retried: the worker drops a result once it has sent all of it. A body cut short (the
         worker died, a proxy gave up) is BadResult or WorkerLost; whatever `consume` raises (a
@@ -238,19 +261,38 @@ class WorkerClient:
         """
         session = self._usable_session()
         started = time.perf_counter()
+        seconds = transfer_deadline(size)
+        scope = asyncio.timeout(seconds)
         try:
-            request = session.get(self.url(path), params=params, timeout=client_timeout(TRANSFER_READ_TIMEOUT))
-            async with request as response:
-                self._raise_for_auth(response.status, "GET", path)
-                if response.status == 404 and not_found:
-                    raise BadResult(self.name, not_found)
-                if response.status != 200:
-                    raise BadResult(self.name, f"GET {path} answered HTTP {response.status}")
-                body = CountedBody(response.content)
-                value = await consume(body)
+            async with scope:
+                async with session.get(self.url(path), params=params, timeout=client_timeout(TRANSFER_READ_TIMEOUT)) as response:
+                    self._raise_for_auth(response.status, "GET", path)
+                    if response.status == 404 and not_found:
+                        raise BadResult(self.name, not_found)
+                    if response.status != 200:
+                        raise BadResult(self.name, f"GET {path} answered HTTP {response.status}")
+                    body = CountedBody(response.content)
+                    value = await consume(body)
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise unavailable_from(self.name, error, TRANSFER_READ_TIMEOUT) from None
+            raise self._late(scope, "GET", path, seconds) or unavailable_from(self.name, error, TRANSFER_READ_TIMEOUT) from None
         return Download(value, body.count, time.perf_counter() - started)
+
+    async def send(self, method: str, path: str, *, params: dict[str, str] | None = None, json_body: Any = None,
+                   data: Any = None, read_timeout: float = READ_TIMEOUT, data_size: int = 0) -> tuple[int, Any]:
+        """One request to a route of this extension on the worker: (status, its JSON answer or None).
+
+        Never retried (a chunk of a model copy must not be sent twice by accident); the caller reads
+        the status. A body of `data_size` bytes gets a deadline that allows for it (a chunk of a model
+        file on a slow link). A refused token or proxy login raises WorkerOffline like every other call.
+        """
+        deadline = transfer_deadline(data_size) if data_size else None
+        status, body = await self._request(method, path, json_body=json_body, data=data, params=params, read_timeout=read_timeout,
+                                           deadline=deadline)
+        self._raise_for_auth(status, method, path)
+        try:
+            return status, parse_json(body) if body else None
+        except ValueError:
+            return status, None
 
     async def cancel(self, prompt_id: str) -> None:
         """Removes a prompt from the worker's queue and stops it if running; best effort."""
@@ -274,12 +316,15 @@ class WorkerClient:
         """
         session = self._usable_session()
         url = self.url("/ws") + f"?clientId={client_id}"
+        seconds = answer_deadline()
+        scope = asyncio.timeout(seconds)
         try:
-            ws = await session.ws_connect(
-                url, heartbeat=heartbeat, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
-            )
+            async with scope:
+                ws = await session.ws_connect(
+                    url, heartbeat=heartbeat, autoping=True, timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0)
+                )
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise unavailable_from(self.name, error) from None
+            raise self._late(scope, "GET", "/ws", seconds) or unavailable_from(self.name, error) from None
         try:
             yield EventStream(self.name, ws)
         finally:
@@ -295,23 +340,57 @@ class WorkerClient:
         data: Any = None,
         params: dict[str, str] | None = None,
         read_timeout: float = READ_TIMEOUT,
+        deadline: float | None = None,
+        limit: int | None = None,
+        limit_setting: str = ANSWER_LIMIT_SETTING,
+        transfer: bool = False,
     ) -> tuple[int, bytes]:
+        """One request and its whole answer: at most `limit` bytes (the answer cap by default), within
+        `deadline` seconds (the answer deadline of `read_timeout` by default). A `transfer` gets its
+        deadline from the size its answer announces, once the headers are in."""
         session = self._usable_session()
+        limit = self._max_answer_bytes if limit is None else limit
+        seconds = answer_deadline(read_timeout) if deadline is None else deadline
+        scope = asyncio.timeout(seconds)
         try:
-            request = session.request(
-                method, self.url(path), json=json_body, data=data, params=params, timeout=client_timeout(read_timeout)
-            )
-            async with request as response:
-                return response.status, await response.read()
+            async with scope:
+                request = session.request(
+                    method, self.url(path), json=json_body, data=data, params=params, timeout=client_timeout(read_timeout)
+                )
+                async with request as response:
+                    if transfer:
+                        seconds = transfer_deadline(min(response.content_length or limit, limit))
+                        scope.reschedule(asyncio.get_running_loop().time() + seconds)
+                    return response.status, await self._read_body(response, method, path, limit, limit_setting)
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise unavailable_from(self.name, error, read_timeout) from None
+            raise self._late(scope, method, path, seconds) or unavailable_from(self.name, error, read_timeout) from None
+
+    async def _read_body(self, response: aiohttp.ClientResponse, method: str, path: str, limit: int, limit_setting: str) -> bytes:
+        """The answer's body, refused as soon as it is known to exceed `limit` bytes."""
+        if response.content_length is not None and response.content_length > limit:
+            raise self._too_large(method, path, limit, limit_setting)
+        body = bytearray()
+        async for piece in response.content.iter_chunked(READ_PIECE):
+            body += piece
+            if len(body) > limit:
+                raise self._too_large(method, path, limit, limit_setting)
+        return bytes(body)
+
+    def _too_large(self, method: str, path: str, limit: int, limit_setting: str) -> BadResult:
+        return BadResult(self.name, f"{method} {path} answered more than {limit / (1 << 20):g} MiB, the limit ({limit_setting})")
+
+    def _late(self, scope: asyncio.Timeout, method: str, path: str, seconds: float) -> WorkerOffline | None:
+        """The error for an answer that missed its deadline, if that is what ended it."""
+        if not scope.expired():
+            return None
+        return WorkerOffline(self.name, f"{method} {path} was not answered in full within {seconds:.0f}s", stage="timeout")
 
     async def _get(self, path: str, params: dict[str, str] | None = None, read_timeout: float = READ_TIMEOUT,
-                   retries: int = GET_RETRIES) -> tuple[int, bytes]:
+                   retries: int = GET_RETRIES, **limits: Any) -> tuple[int, bytes]:
         """A GET, tried again after a dropped keep-alive connection or a proxy's 502/503/504."""
         for attempt in range(retries + 1):
             try:
-                status, body = await self._request("GET", path, params=params, read_timeout=read_timeout)
+                status, body = await self._request("GET", path, params=params, read_timeout=read_timeout, **limits)
                 if status in RETRY_STATUSES and attempt < retries:
                     raise _Retry(status)
                 return status, body
@@ -338,10 +417,7 @@ class WorkerClient:
 
     def _parse_json(self, body: bytes, path: str) -> Any:
         try:
-            return json.loads(body)
-        except ValueError:
-            raise BadResult(self.name, f"{path} did not answer JSON; is this a ComfyUI server?", stage="not_comfyui") from None
-
-
-
-
+            return parse_json(body)
+        except ValueError as error:
+            raise BadResult(self.name, f"{path} did not answer usable JSON ({error}); is this a ComfyUI server?",
+                            stage="not_comfyui") from None

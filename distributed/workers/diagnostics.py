@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config.models import WorkerConfig
+from ..config.secrets import public_url
 from ..errors import WorkerOffline, WorkerUnavailable
 from .client import WorkerClient
 from .pool import ClientPool
@@ -19,7 +20,7 @@ async def test_connection(worker: WorkerConfig) -> dict[str, Any]:
     try:
         stats = await pool.client(worker).system_stats()
         version = (stats.get("system") or {}).get("comfyui_version", "unknown")
-        return {"ok": True, "stage": "ok", "message": f"ComfyUI {version} answers at {worker.base_url}"}
+        return {"ok": True, "stage": "ok", "message": f"ComfyUI {version} answers at {public_url(worker.base_url)}"}
     except WorkerUnavailable as error:
         return {"ok": False, "stage": error.stage, "message": error.cause}
     finally:

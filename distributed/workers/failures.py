@@ -22,8 +22,26 @@ from .timeouts import CONNECT_TIMEOUT, READ_TIMEOUT
 AUTH_HINT = "authentication required or refused; check this worker's auth token and headers"
 
 
+class RedirectRefused(aiohttp.ClientError):
+    """Raised (by the pool's sessions) instead of following a redirect from a worker: the request's
+    secrets (custom headers, which aiohttp keeps on a redirect to another host) stay with the worker's
+    own address. ComfyUI's API never redirects."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(f"HTTP {status} redirect to {location[:200]}")
+        self.status = status
+        self.location = location[:200]
+
+
 def unavailable_from(name: str, error: BaseException, read_timeout: float | None = None) -> WorkerUnavailable:
     """Maps a transport error to a cause a user can act on."""
+    if isinstance(error, RedirectRefused):
+        return WorkerOffline(
+            name,
+            f"answered with a redirect (HTTP {error.status}) to {error.location}; the master follows no redirects: "
+            "set the worker's address to the one it redirects to",
+            stage="http",
+        )
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
         reason = getattr(error.certificate_error, "verify_message", None) or str(error.certificate_error)
         return WorkerOffline(
@@ -53,10 +71,19 @@ def unavailable_from(name: str, error: BaseException, read_timeout: float | None
     return WorkerOffline(name, f"{type(error).__name__}: {error}")
 
 
+def parse_json(text: bytes | str) -> Any:
+    """JSON a worker sent. Raises ValueError for anything that is not JSON, also for nesting too deep
+    for Python's parser (which raises RecursionError, an error no caller expects)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+
+
 def describe_prompt_error(body: bytes) -> str:
     """ComfyUI's 400 answer to /prompt, as one readable line naming the failing nodes."""
     try:
-        answer = json.loads(body)
+        answer = parse_json(body)
     except ValueError:
         return body[:200].decode(errors="replace")
     if not isinstance(answer, dict):

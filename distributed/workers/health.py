@@ -2,10 +2,12 @@
 
 No browser ever calls a worker (so no CORS opening anywhere). Each enabled worker is checked on its
 own timer, concurrently, so one frozen worker never delays the others; a worker that stays offline is
-checked less and less often, up to every 30 s. A status changes only through `set_status`, which
-logs and publishes only real changes, so a worker that stays offline is reported once. A change of
-the registry takes effect on the statuses at once (`_sync`), before anything renders the change: an
-answer or event that reports a worker disabled already shows it disabled.
+checked less and less often, up to every 30 s. A worker whose answers are not ComfyUI's (malformed,
+too large, nested too deep) is shown in "error" with the reason, and checked with the same backoff.
+A status changes only through `set_status`, which logs and publishes only real changes, so a worker
+that stays offline is reported once. A change of the registry takes effect on the statuses at once
+(`_sync`), before anything renders the change: an answer or event that reports a worker disabled
+already shows it disabled.
 
 An address that answers with this master's own id (`WorkerClient.master_id`) is the master itself,
 typed in as a worker by mistake: it is shown in error and never given work.
@@ -18,10 +20,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from ..config.models import RegistryFile, WorkerConfig
 from ..config.registry import Registry
-from ..errors import WorkerUnavailable
+from ..errors import BadResult, WorkerUnavailable
 from ..events import Events
 from .pool import ClientPool
 from .status import WorkerState, WorkerStatus
@@ -32,6 +35,9 @@ MAX_BACKOFF_SECONDS = 30.0
 PROBE_READ_TIMEOUT = 5.0
 TICK_SECONDS = 0.25
 SELF_ERROR = "this address is this master itself (it answers with the master's own id); a worker must be another ComfyUI"
+ERROR_STAGES = ("auth", "tls")
+TEXT_LIMIT = 200
+MAX_DEVICES = 64
 
 StatusOverride = Callable[[str], WorkerStatus | None]
 
@@ -41,8 +47,37 @@ def _devices(stats: dict) -> tuple[dict, ...]:
     devices = stats.get("devices")
     if not isinstance(devices, list):
         return ()
-    keys = ("name", "type", "index", "vram_total", "vram_free")
-    return tuple({key: device.get(key) for key in keys} for device in devices if isinstance(device, dict))
+    return tuple({"name": _text(device.get("name")), "type": _text(device.get("type")), "index": _number(device.get("index")),
+                  "vram_total": _number(device.get("vram_total")), "vram_free": _number(device.get("vram_free"))}
+                 for device in devices[:MAX_DEVICES] if isinstance(device, dict))
+
+
+def _text(value: object) -> str | None:
+    """A text field of a worker's answer, as shown: a string, cut to a sane length, or nothing."""
+    return value[:TEXT_LIMIT] if isinstance(value, str) else None
+
+
+def _number(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _answering(stats: dict[str, Any], queue: int, round_trip_ms: float) -> WorkerStatus:
+    """The status of a worker that answered both checks."""
+    devices = _devices(stats)
+    first = devices[0] if devices else {}
+    system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
+    return WorkerStatus(
+        WorkerState.BUSY if queue > 0 else WorkerState.ONLINE,
+        queue_remaining=queue,
+        device_name=first.get("name"),
+        vram_total=first.get("vram_total"),
+        vram_free=first.get("vram_free"),
+        comfyui_version=_text(system.get("comfyui_version")),
+        checked_at=time.time(),
+        os=_text(system.get("os")),
+        round_trip_ms=round(round_trip_ms, 1),
+        devices=devices,
+    )
 
 
 def _reportable(status: WorkerStatus) -> tuple:
@@ -128,39 +163,27 @@ class HealthMonitor:
         return await asyncio.shield(in_flight.task)
 
     async def _probe(self, worker: WorkerConfig) -> WorkerStatus:
+        """One check; whatever the worker answers, it ends in a status and the next check's time."""
         client = self._clients.client(worker)
         try:
             stats = await client.system_stats(PROBE_READ_TIMEOUT)
             started = time.monotonic()
             queue = await client.queue_remaining(PROBE_READ_TIMEOUT)
             round_trip_ms = (time.monotonic() - started) * 1000
-        except WorkerUnavailable as error:
-            failures = self._failures.get(worker.id, 0) + 1
-            self._failures[worker.id] = failures
-            # A refused token or certificate will not fix itself: shown as an error, not as offline.
-            state = WorkerState.ERROR if error.stage in ("auth", "tls") else WorkerState.OFFLINE
-            status = WorkerStatus(state, error=error.cause, checked_at=time.time())
-            interval = min(self._interval() * (2 ** min(failures, 8)), MAX_BACKOFF_SECONDS)
-        else:
-            self._failures[worker.id] = 0
-            devices = _devices(stats)
-            first = devices[0] if devices else {}
-            system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
-            status = WorkerStatus(
-                WorkerState.BUSY if queue > 0 else WorkerState.ONLINE,
-                queue_remaining=queue,
-                device_name=first.get("name"),
-                vram_total=first.get("vram_total"),
-                vram_free=first.get("vram_free"),
-                comfyui_version=system.get("comfyui_version"),
-                checked_at=time.time(),
-                os=system.get("os") if isinstance(system.get("os"), str) else None,
-                round_trip_ms=round(round_trip_ms, 1),
-                devices=devices,
-            )
-            interval = self._interval()
+            status = _answering(stats, queue, round_trip_ms)
             if await self._answers_as_this_master(worker):
                 status = WorkerStatus(WorkerState.ERROR, error=SELF_ERROR, checked_at=time.time())
+        except WorkerUnavailable as error:
+            # A refused token or certificate, or an answer that is not ComfyUI's, will not fix itself:
+            # shown as an error, not as offline.
+            state = WorkerState.ERROR if error.stage in ERROR_STAGES or isinstance(error, BadResult) else WorkerState.OFFLINE
+            status = WorkerStatus(state, error=error.cause, checked_at=time.time())
+        except Exception as error:  # an answer no check foresaw must not stop the checks of this worker
+            logger.warning("Worker %s: health check failed on an unexpected answer", worker.name, exc_info=True)
+            status = WorkerStatus(WorkerState.ERROR, error=f"unexpected answer ({type(error).__name__})", checked_at=time.time())
+        failures = 0 if status.state.answers else self._failures.get(worker.id, 0) + 1
+        self._failures[worker.id] = failures
+        interval = min(self._interval() * (2 ** min(failures, 8)), MAX_BACKOFF_SECONDS) if failures else self._interval()
         current = self._registry.snapshot().worker(worker.id)
         if current == worker and current.enabled:  # not an answer from an address since changed
             self.set_status(worker.id, status)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.registry import Registry
-from ..errors import WorkerUnavailable
+from ..errors import UnknownWorker, WorkerUnavailable
 from .health import HealthMonitor
 from .pool import ClientPool
 
@@ -71,7 +71,7 @@ class OrphanSweeper:
         self._swept: set[str] = set()
 
     async def run(self) -> None:
-        """Sweeps each worker the first time it answers; runs until cancelled."""
+        """Sweeps each worker the first time it answers; runs until cancelled, whatever a worker answers."""
         while True:
             for worker in self._registry.snapshot().workers:
                 if worker.id not in self._swept and self._health.status(worker.id).state.answers:
@@ -79,8 +79,12 @@ class OrphanSweeper:
             await asyncio.sleep(SWEEP_POLL_SECONDS)  # a poll of in-memory state, not synchronisation
 
     async def sweep(self, worker_id: str) -> int:
-        """Cancels the worker's left-behind shares; returns how many. A worker that fails to answer is tried again later."""
-        client = self._clients.client(self._registry.worker(worker_id))
+        """Cancels the worker's left-behind shares; returns how many. A worker that fails to answer, or
+        answers something unusable, is tried again later."""
+        try:
+            client = self._clients.client(self._registry.worker(worker_id))
+        except UnknownWorker:
+            return 0  # removed meanwhile
         try:
             items = await client.queue_items()
             left = [item for item in items if self._owner.left_behind(item.client_id)]
@@ -88,6 +92,9 @@ class OrphanSweeper:
                 await client.cancel(item.prompt_id)
         except WorkerUnavailable as error:
             logger.debug("Could not look for left-behind shares on %s: %s", client.name, error)
+            return 0
+        except Exception:  # an answer no check foresaw must not end the sweeps of every worker
+            logger.warning("Could not look for left-behind shares on %s: unexpected answer", client.name, exc_info=True)
             return 0
         self._swept.add(worker_id)
         if left:

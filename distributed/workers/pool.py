@@ -1,8 +1,9 @@
 """One keep-alive session per worker, built from its auth and TLS settings.
 
 A worker behind an authenticating proxy or a tunnel with a private certificate is then reached the
-same way on every request and on the websocket. The pool is owned by the application and closed
-with it.
+same way on every request and on the websocket. No session follows a redirect: aiohttp would send
+a worker's custom headers (a tunnel's access secret) to wherever it is redirected. The pool is owned
+by the application and closed with it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
-from ..config.models import WorkerConfig
-from ..config.secrets import tls_warning
+from ..config.models import DEFAULT_MAX_ANSWER_MIB, WorkerConfig
+from ..config.secrets import connection_warnings
 from ..errors import WorkerOffline, WorkerUnavailable
 from .client import WorkerClient
+from .failures import RedirectRefused
 from .timeouts import client_timeout
 
 logger = logging.getLogger(__name__)
@@ -42,6 +46,19 @@ def _ssl_setting(worker: WorkerConfig) -> ssl.SSLContext | bool:
     return context
 
 
+async def _refuse_redirect(session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams) -> None:
+    """Runs when aiohttp is about to follow a redirect, on any request or websocket of a worker's
+    session; raising stops it before anything is sent to the new address."""
+    params.response.close()
+    raise RedirectRefused(params.response.status, params.response.headers.get("Location", ""))
+
+
+def _no_redirects() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_request_redirect.append(_refuse_redirect)
+    return config
+
+
 def session_headers(worker: WorkerConfig) -> dict[str, str]:
     """Headers sent on every request and on the websocket: the custom ones, then the bearer token."""
     headers = dict(worker.headers)
@@ -64,9 +81,11 @@ class ClientPool:
     old one is closed in the background.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_answer_bytes: Callable[[], int] = lambda: DEFAULT_MAX_ANSWER_MIB << 20) -> None:
+        """`max_answer_bytes`: the answer cap in force (settings.max_answer_mib), asked at each new client."""
         self._pooled: dict[str, _PooledSession] = {}
         self._closing: set[asyncio.Task] = set()
+        self._max_answer_bytes = max_answer_bytes
 
     def client(self, worker: WorkerConfig) -> WorkerClient:
         pooled = self._pooled.get(worker.id)
@@ -78,7 +97,7 @@ class ClientPool:
             self._pooled[worker.id] = pooled
         if pooled.session is None:
             return WorkerClient(worker, None, pooled.error)
-        return WorkerClient(worker, pooled.session)
+        return WorkerClient(worker, pooled.session, max_answer_bytes=self._max_answer_bytes())
 
     async def forget(self, worker_id: str) -> None:
         pooled = self._pooled.pop(worker_id, None)
@@ -98,11 +117,11 @@ class ClientPool:
         except WorkerOffline as error:
             logger.warning("Worker %s: %s", worker.name, error.cause)
             return _PooledSession(settings, None, error)
-        warning = tls_warning(worker)
-        if warning:
+        for warning in connection_warnings(worker):
             logger.warning("Worker %s: %s", worker.name, warning)
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=16, ssl=ssl_setting), timeout=client_timeout(), headers=session_headers(worker)
+            connector=aiohttp.TCPConnector(limit=16, ssl=ssl_setting), timeout=client_timeout(), headers=session_headers(worker),
+            trace_configs=[_no_redirects()],
         )
         return _PooledSession(settings, session, None)
 

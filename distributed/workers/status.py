@@ -17,6 +17,8 @@ class WorkerState(enum.StrEnum):
     ONLINE = "online"
     BUSY = "busy"
     ERROR = "error"
+    STOPPED = "stopped"
+    """A local worker the user stopped (or never launched): not running, on purpose."""
 
     @property
     def answers(self) -> bool:

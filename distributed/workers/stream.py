@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import WorkerLost
+from .failures import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class EventStream:
                 raise WorkerLost(self._name, f"websocket failed: {error or type(error).__name__}") from None
             if message.type == aiohttp.WSMsgType.TEXT:
                 try:
-                    payload = json.loads(message.data)
+                    payload = parse_json(message.data)
                 except ValueError:
                     logger.debug("Ignoring a non-JSON websocket message from %s", self._name)
                     continue

@@ -1,12 +1,14 @@
 """The Distributed sidebar panel, driven in a real Chromium against a real master and worker.
 
 Debian's /usr/bin/chromium is used as is (playwright never downloads a browser here). Everything
-is located by role and text, and every wait is on rendered state with a deadline.
+is located by role and text, and every wait is on rendered state with a deadline. Every test runs
+against the pinned frontend and the newest (the `frontend` fixture, tests/browser/conftest.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,22 +22,17 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 Page = playwright_api.Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-]
+from tests.browser.ui import Frontend, open_distributed_tab  # noqa: E402
+
 SHOTS_COPY_DIR = Path("/tmp/panel-shots")
 SHOT_SIZE = {"width": 560, "height": 1090}
 SHOT_SEEDS = {"dark": 11, "light": 12}
-TAB_BUTTON = ".distributed-tab-button"
 MARKUP_NAME = "<img src=x onerror=alert(1)>"
 SECRET_TOKEN = "pod-secret-token-0123456789"
 MASKED_TOKEN = "\u2022\u2022\u2022\u20226789"
 UI_TIMEOUT_MS = 30_000
 
 expect.set_options(timeout=UI_TIMEOUT_MS)
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
 
 
 # --- processes ----------------------------------------------------------------------------------
@@ -52,10 +49,11 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyInstance]:
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory: pytest.TempPathFactory, worker: ComfyInstance) -> Iterator[ComfyInstance]:
-    base_dir = tmp_path_factory.mktemp("panel-master")
+def master(tmp_path_factory: pytest.TempPathFactory, worker: ComfyInstance, frontend: Frontend) -> Iterator[ComfyInstance]:
+    base_dir = tmp_path_factory.mktemp(f"panel-master-{frontend.name}")
     instance = ComfyInstance(
         "master", base_dir, with_extension=True, env={"DISTRIBUTED_WORKERS_FILE": str(base_dir / "workers.json")},
+        extra_args=frontend.master_args(),
     )
     try:
         instance.start().wait_ready()
@@ -116,16 +114,6 @@ def set_palette(master: ComfyInstance, palette: str) -> None:
 # --- browser ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
-
-
 @pytest.fixture
 def dialogs() -> list[str]:
     """Messages of every alert/confirm/prompt the page opened (dismissed at once)."""
@@ -151,10 +139,7 @@ def page(browser: Any, registry: ComfyInstance, dialogs: list[str]) -> Iterator[
 
 
 def open_panel(page: Page) -> Any:
-    page.locator(TAB_BUTTON).click(timeout=60_000)
-    panel = page.locator(".dgpu-panel")
-    expect(panel.get_by_role("article", name="Master")).to_be_visible()
-    return panel
+    return open_distributed_tab(page)
 
 
 def open_cloud_worker_form(page: Page, name: str, url: str) -> tuple[Any, Any]:
@@ -188,6 +173,7 @@ def fill_worker_form(panel: Any, name: str, port: int | str, host: str = "127.0.
 
 def test_the_tab_opens_on_the_master_card_and_an_empty_worker_list(page: Page) -> None:
     panel = open_panel(page)
+    expect(page.get_by_role("dialog")).to_have_count(0)  # no first-run dialog in the way, in either frontend
     expect(panel.get_by_role("heading", name="Distributed")).to_be_visible()
     expect(panel.get_by_role("article", name="Master")).to_contain_text("Renders a share of each run")
     expect(panel.get_by_text("No workers yet.")).to_be_visible()
@@ -364,21 +350,23 @@ def test_a_local_worker_is_launched_followed_in_its_log_and_stopped(page: Page, 
     log = card.get_by_role("region", name="Local GPU log")
     expect(log.locator("pre")).to_contain_text("Starting server")
 
-    def answer_after_the_offline_push(route: Any) -> None:
-        # The answer to Stop is rendered before the health check that finds the worker gone; holding
-        # it back until that check has been pushed makes the panel see the two in the wrong order.
+    def answer_after_the_stopped_push(route: Any) -> None:
+        # Holding the answer to Stop back until the pushed status has gone out makes the panel see the
+        # two in the other order; whichever comes last, the card must end on the newer one.
         answer = route.fetch()
-        wait_until(lambda: worker_state(registry, worker["id"]) == "offline", 60, message="the stopped worker to be offline")
+        wait_until(lambda: worker_state(registry, worker["id"]) == "stopped", 60, message="the worker to be stopped")
         route.fulfill(response=answer)
 
-    page.route("**/distributed/workers/*/stop", answer_after_the_offline_push)
+    page.route("**/distributed/workers/*/stop", answer_after_the_stopped_push)
     card.get_by_role("button", name="Stop").click()
-    expect(card.locator(".dgpu-status")).to_have_text("Offline", timeout=60_000)
+    expect(card.locator(".dgpu-status")).to_have_text("Stopped", timeout=60_000)
+    expect(card.locator(".dgpu-status")).not_to_have_class(re.compile("dgpu-status-(offline|error)"))
 
 
 @pytest.mark.parametrize("palette", ["dark", "light"])
 def test_the_panel_is_captured_in_the_light_and_dark_themes(
     browser: Any, registry: ComfyInstance, worker: ComfyInstance, palette: str, tmp_path_factory: pytest.TempPathFactory,
+    frontend: Frontend,
 ) -> None:
     add_worker(registry, name="Studio PC", type="remote", host="127.0.0.1", port=worker.port)
     add_worker(registry, name="Laptop", type="remote", host="127.0.0.1", port=free_port())
@@ -402,7 +390,7 @@ def test_the_panel_is_captured_in_the_light_and_dark_themes(
         expect(worker_card(panel, "Studio PC").locator(".dgpu-status")).to_have_text("Online · idle")
         out_dir = tmp_path_factory.getbasetemp() / "output" / "panel-shots"
         out_dir.mkdir(parents=True, exist_ok=True)
-        path = out_dir / f"panel-{palette}.png"
+        path = out_dir / (f"panel-{palette}.png" if frontend.is_pinned else f"panel-{palette}-{frontend.name}.png")
         shot_page.screenshot(path=str(path), clip={"x": 0, "y": 0, **SHOT_SIZE})
         SHOTS_COPY_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, SHOTS_COPY_DIR / path.name)

@@ -290,7 +290,9 @@ def own_master(cluster: Cluster) -> Iterator[ComfyInstance]:
         master.stop()
 
 
-ORPHAN_SHARE_SECONDS = 60
+ORPHAN_SHARE_SECONDS = 240
+"""Far longer than a master restart takes on a loaded machine: the share must still be running when the
+restarted master looks for what its previous run left behind."""
 
 
 def test_master_killed_mid_run_restarts_with_workers_json_intact_and_nothing_left_hanging(
@@ -302,8 +304,12 @@ def test_master_killed_mid_run_restarts_with_workers_json_intact_and_nothing_lef
     wait_until(lambda: own_master.get("/distributed/workers")[1]["workers"][0]["status"]["state"] == "online", 30,
                message="worker b online on the master")
     prompt_id = own_master.queue_prompt(seed_stamp_prompt(seed=7600, sleep=ORPHAN_SHARE_SECONDS))
-    wait_until(lambda: queue_remaining(worker) > 0, 60, interval=0.05, message="worker b running the share")
-    orphan = worker.get("/queue")[1]["queue_running"][0][1]
+
+    def running_share() -> str | None:
+        running = worker.get("/queue")[1]["queue_running"]
+        return next((item[1] for item in running if str(item[3].get("client_id", "")).startswith("distributed-")), None)
+
+    orphan = wait_until(running_share, 60, interval=0.05, message="worker b running the share")
 
     os.kill(own_master.process.pid, signal.SIGKILL)
     own_master.process.wait(10)

@@ -46,9 +46,15 @@ def test_two_local_workers_launch_come_online_and_run_a_distributed_prompt(local
     entry = cluster.run(seed_stamp_prompt(seed=900))
     assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(900, 0), (901, 0), (902, 0)]
 
+    prompt_id = cluster.master.queue_prompt(seed_stamp_prompt(seed=950, sleep=20))
+    wait_until(lambda: _state(cluster, "l2")["queue_remaining"] > 0, 60, interval=0.1, message="l2 running its share")
     status, _ = _action(cluster, "l2", "stop")
     assert status == 202
-    wait_until(lambda: _state(cluster, "l2")["state"] == "offline", 30, message="l2 offline after stop")
+    wait_until(lambda: _state(cluster, "l2")["state"] == "stopped", 30, message="l2 shown as stopped after stop")
+    entry = cluster.master.wait_history(prompt_id, 180)
+    assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(950, 0), (951, 0), (952, 0)]
+    attempts = [line for share in cluster.job(entry)["shares"] for line in share["attempts"]]
+    assert attempts == ["worker 'Local l2': stopped by the user"]
     log_status, log = cluster.master.get("/distributed/workers/l1/log?lines=50")
     assert log_status == 200 and any("To see the GUI go to" in line for line in log["lines"])
 
@@ -76,13 +82,21 @@ def test_taken_port_is_reported_before_launch(cluster: Cluster) -> None:
     assert status == 409 and "port" in body["error"]
 
 
-def test_bad_extra_args_end_in_an_error_state_with_the_log(cluster: Cluster) -> None:
-    cluster.registry([_local("bad", free_port(), extra_args="--no-such-flag")])
+def test_an_unknown_flag_written_by_hand_is_refused_at_launch_naming_it(cluster: Cluster) -> None:
+    cluster.registry([_local("typo", free_port(), extra_args="--lowvram --no-such-flag")])
+    status, body = _action(cluster, "typo", "launch")
+
+    assert status == 409 and "--no-such-flag is not a ComfyUI flag" in body["error"]
+    assert _state(cluster, "typo")["state"] != "launching"
+
+
+def test_flags_comfyui_refuses_end_in_an_error_state_with_the_log(cluster: Cluster) -> None:
+    cluster.registry([_local("bad", free_port(), extra_args="--cpu --cache-classic --cache-none")])
     status, _ = _action(cluster, "bad", "launch")
     assert status == 202
 
     wait_until(lambda: _state(cluster, "bad")["state"] == "error", 60, message="the error state")
-    assert "--no-such-flag" in _state(cluster, "bad")["error"]
+    assert "not allowed with argument --cache-classic" in _state(cluster, "bad")["error"]
 
 
 def test_launching_a_remote_worker_is_refused(cluster: Cluster) -> None:

@@ -1,9 +1,11 @@
-"""Hostile input against a real master: other web origins (also with --enable-cors-header), the API
-token, extra_args that try to reach a shell or other folders, fuzzed requests, concurrent edits."""
+"""Hostile input against a real master: other web origins (also with --enable-cors-header), DNS
+rebinding, the API token, extra_args that try to reach a shell or other folders, internal nodes
+queued by another client, fuzzed requests, concurrent edits."""
 
 from __future__ import annotations
 
 import json
+import stat
 import string
 import threading
 import urllib.error
@@ -18,9 +20,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import OUTPUT_ROOT, Cluster, mutate_headers
 from tests.harness import ComfyInstance, free_port, http_json, reset_dir, wait_until
+from tests.integration.workflows import error_message, seed_stamp_prompt
 
 TOKEN = "master-api-token-0123456789"
 EVIL = "http://evil.example"
+ALLOWED_NAME = "studio.lan"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,8 @@ def cors_master() -> Iterator[ComfyInstance]:
         {"id": "l1", "name": "Local 1", "type": "local", "host": "127.0.0.1", "port": free_port(), "enabled": False},
     ]}, indent=2))
     master = ComfyInstance("master-cors", base / "master", with_extension=True, with_node_pack=False,
-                           env={"DISTRIBUTED_WORKERS_FILE": str(workers_file), "DISTRIBUTED_API_TOKEN": TOKEN},
+                           env={"DISTRIBUTED_WORKERS_FILE": str(workers_file), "DISTRIBUTED_API_TOKEN": TOKEN,
+                                "DISTRIBUTED_ALLOWED_HOSTS": ALLOWED_NAME},
                            extra_args=["--enable-cors-header"])
     try:
         yield master.start().wait_ready()
@@ -126,6 +131,56 @@ def test_reading_status_needs_no_token(cors_master: ComfyInstance) -> None:
     assert cors_master.get("/distributed/jobs")[0] == 200
 
 
+@pytest.mark.parametrize("path", ["/distributed/workers", "/distributed/jobs", "/distributed/workers/r1/log?lines=5",
+                                  "/api/distributed/speeds"])
+def test_with_cors_enabled_another_origin_cannot_read_status_config_or_logs(cors_master: ComfyInstance, path: str) -> None:
+    status, _ = http_json("GET", cors_master.url + path, headers={"Origin": EVIL})
+    assert status == 403
+
+
+# --- DNS rebinding: a page whose own name now points at the master ------------------------------------------
+
+
+def _rebound(master: ComfyInstance, name: str) -> dict[str, str]:
+    """Every header a page served from `name` sends once the name resolves to the master: same-origin throughout.
+    The token too, so that only the Host rule is left to refuse it."""
+    return {"Host": f"{name}:{master.port}", "Origin": f"http://{name}:{master.port}", "Sec-Fetch-Site": "same-origin",
+            "X-Distributed-Request": "1", "X-Distributed-Token": TOKEN}
+
+
+def test_a_rebound_host_name_can_neither_read_nor_change_anything(cors_master: ComfyInstance) -> None:
+    before = _workers_file(cors_master).read_bytes()
+    read, body = http_json("GET", f"{cors_master.url}/distributed/workers", headers=_rebound(cors_master, "rebind.example"))
+    added, _ = http_json("POST", f"{cors_master.url}/distributed/workers", {"name": "lan probe", "host": "10.0.0.1", "port": 22},
+                         headers=_rebound(cors_master, "rebind.example"))
+    probed, _ = http_json("POST", f"{cors_master.url}/distributed/test-connection", {"name": "p", "host": "10.0.0.1", "port": 22},
+                          headers=_rebound(cors_master, "rebind.example"))
+
+    assert (read, added, probed) == (403, 403, 403)
+    assert "DISTRIBUTED_ALLOWED_HOSTS" in body["error"]
+    assert _workers_file(cors_master).read_bytes() == before
+
+
+def test_a_host_name_allowed_by_the_environment_or_workers_json_is_answered(cors_master: ComfyInstance) -> None:
+    by_env, _ = http_json("GET", f"{cors_master.url}/distributed/workers", headers=_rebound(cors_master, ALLOWED_NAME))
+    data = json.loads(_workers_file(cors_master).read_text())
+    data["master"] = {**data.get("master", {}), "allowed_hosts": ["gpu-box.lan"]}
+    _workers_file(cors_master).write_text(json.dumps(data))
+
+    by_file = wait_until(lambda: http_json("GET", f"{cors_master.url}/distributed/workers",
+                                           headers=_rebound(cors_master, "gpu-box.lan"))[0] == 200, 10,
+                         message="the allowed name from workers.json")
+
+    assert by_env == 200 and by_file
+
+
+def test_a_workers_results_route_takes_the_api_token(cors_master: ComfyInstance) -> None:
+    without, _ = http_json("GET", f"{cors_master.url}/distributed/results/p/1")
+    with_token, _ = http_json("GET", f"{cors_master.url}/distributed/results/p/1", headers={"Authorization": f"Bearer {TOKEN}"})
+
+    assert without == 401 and with_token == 404  # nothing stored: the token was taken
+
+
 # --- extra_args: no shell, no other folders through the API -----------------------------------------
 
 
@@ -151,28 +206,40 @@ def test_path_flag_written_by_hand_survives_an_api_edit_of_the_worker(cluster: C
     assert json.loads(cluster.workers_file.read_text())["workers"][0]["name"] == "Renamed"
 
 
-def test_launch_runs_only_the_registry_command_with_shell_text_as_literal_words(cluster: Cluster, tmp_path: Path) -> None:
+def test_launch_refuses_shell_text_in_extra_args_and_runs_nothing(cluster: Cluster, tmp_path: Path) -> None:
     first, second = tmp_path / "first-marker", tmp_path / "second-marker"
-    extra = f"'; touch {first}' '$(touch {second})'"
+    extra = f"--lowvram '; touch {first}' '$(touch {second})'"
     cluster.registry([{"id": "l9", "name": "Local 9", "type": "local", "host": "127.0.0.1", "port": free_port(), "extra_args": extra}])
-    try:
-        status, _ = http_json("POST", f"{cluster.master.url}/distributed/workers/l9/launch",
-                              {"extra_args": "--output-directory /etc", "command": "sh -c id"})
-        assert status == 202
 
-        def launched_line() -> str | None:
-            lines = cluster.master.get("/distributed/workers/l9/log?lines=200")[1].get("lines", [])
-            return next((line for line in lines if "launching:" in line), None)
+    status, body = http_json("POST", f"{cluster.master.url}/distributed/workers/l9/launch",
+                             {"extra_args": "--output-directory /etc", "command": "sh -c id"})
 
-        line = wait_until(launched_line, 30, message="the launch line in the worker log")
-        wait_until(lambda: "unrecognized arguments" in "\n".join(cluster.master.get("/distributed/workers/l9/log?lines=200")[1]["lines"]),
-                   60, message="ComfyUI refusing the literal words")
-    finally:
-        http_json("POST", f"{cluster.master.url}/distributed/workers/l9/stop")
-
-    assert f"'; touch {first}'" in line and f"'$(touch {second})'" in line
-    assert "/etc" not in line and "sh -c id" not in line
+    assert status == 409 and "extra_args" in body["error"] and "is not a flag" in body["error"]
+    assert "/etc" not in body["error"] and "sh -c id" not in body["error"]  # the request's body is ignored
     assert not first.exists() and not second.exists()
+    assert cluster.master.get("/distributed/workers/l9/log?lines=50")[1]["lines"] == []
+
+
+# --- internal nodes queued by another client of /prompt --------------------------------------------------------
+
+
+def test_a_master_share_node_in_another_clients_prompt_cannot_replace_a_share(cluster: Cluster) -> None:
+    cluster.use_workers("a")
+    cluster.wait_online("a")
+    job = cluster.job(cluster.run(seed_stamp_prompt(seed=100)))
+    delivered_by = {share["index"]: share["participant"] for share in job["shares"]}
+    forged = {
+        "1": {"class_type": "DistTestSeedStamp", "inputs": {"seed": 666, "width": 32, "height": 16, "batch_size": 1}},
+        "2": {"class_type": "DistributedMasterShare", "inputs": {
+            "images": ["1", 0], "job_id": job["job_id"], "collector_id": "4", "share_index": 1, "last": True, "token": "guess"}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "forged"}},
+    }
+
+    entry = cluster.run(forged)
+
+    assert entry["status"]["status_str"] == "error" and "refused" in error_message(entry)
+    after = cluster.master.get(f"/distributed/jobs/{job['job_id']}")[1]
+    assert {share["index"]: share["participant"] for share in after["shares"]} == delivered_by
 
 
 # --- fuzzing the API ---------------------------------------------------------------------------------
@@ -232,13 +299,15 @@ def test_fuzzed_requests_never_get_a_500_nor_write_workers_json_when_rejected(cl
 # --- workers.json: backups and concurrent edits -------------------------------------------------------
 
 
-def test_api_write_keeps_the_previous_file_as_a_backup(cluster: Cluster) -> None:
+def test_api_write_keeps_the_previous_file_as_a_backup_readable_by_the_user_only(cluster: Cluster) -> None:
     cluster.use_workers("a")
     before = cluster.workers_file.read_text()
     status, _ = http_json("PATCH", f"{cluster.master.url}/distributed/workers/a", {"name": "Backed up"})
 
+    backup = cluster.workers_file.with_name("workers.json.bak")
     assert status == 200
-    assert cluster.workers_file.with_name("workers.json.bak").read_text() == before
+    assert backup.read_text() == before
+    assert stat.S_IMODE(backup.stat().st_mode) == 0o600 and stat.S_IMODE(cluster.workers_file.stat().st_mode) == 0o600
 
 
 def _hand_edit(path: Path, change: Any) -> None:

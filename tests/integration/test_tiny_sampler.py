@@ -16,6 +16,9 @@ from PIL import Image, ImageChops
 from tests.fixtures.tiny_sd import LATENT_NODE, OUTPUT_NODE, SAMPLER_NODE, tiny_txt2img_prompt, write_tiny_checkpoint
 from tests.harness import ComfyInstance
 
+PROGRESS_DEADLINE = 60
+"""Seconds a prompt may take before `progress_events` gives up on it."""
+
 
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ComfyInstance, str]]:
@@ -92,13 +95,14 @@ async def test_the_sampler_reports_one_progress_event_per_step_over_the_websocke
     assert sampler_steps == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
 
 
-async def progress_events(instance: ComfyInstance, prompt: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
+async def progress_events(instance: ComfyInstance, prompt: dict[str, Any]) -> list[dict[str, Any]]:
     """Opens the websocket before queueing (with the same client id, as the frontend does), then
-    keeps this prompt's `progress` events until it finishes."""
+    keeps this prompt's `progress` events until it finishes (within PROGRESS_DEADLINE seconds)."""
     client_id = uuid.uuid4().hex
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{instance.url}/ws?clientId={client_id}") as ws:
         prompt_id = await asyncio.to_thread(instance.queue_prompt, prompt, client_id=client_id)
-        return await asyncio.wait_for(collect_progress(ws, prompt_id), timeout)
+        async with asyncio.timeout(PROGRESS_DEADLINE):
+            return await collect_progress(ws, prompt_id)
 
 
 async def collect_progress(ws: aiohttp.ClientWebSocketResponse, prompt_id: str) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from distributed.config.models import WorkerConfig
 from distributed.config.secrets import MASK, keep_masked_secrets, public_view
-from distributed.errors import WorkerOffline
+from distributed.errors import ConfigError, WorkerOffline
 from distributed.workers.pool import ClientPool
 
 Serve = Callable[[web.Application], Awaitable[TestServer]]
@@ -149,3 +149,78 @@ def test_a_new_token_replaces_the_stored_one() -> None:
 def test_a_masked_value_is_never_stored_as_a_secret() -> None:
     with pytest.raises(ValidationError, match="masked value"):
         WorkerConfig(id="w", name="W", port=1, auth_token=MASK + "abcd")
+
+
+# --- secrets stay with the address they were saved for ----------------------------------------------------
+
+
+@pytest.mark.parametrize("change", [{"url": "https://attacker.example"}, {"host": "10.9.9.9"}, {"port": 9999},
+                                    {"type": "cloud", "url": "http://127.0.0.1:1"}])
+def test_masked_secrets_do_not_follow_a_change_of_address(change: dict[str, object]) -> None:
+    worker = WorkerConfig(id="w", name="W", port=1, auth_token=TOKEN, headers={"CF-Access-Client-Secret": "cf-secret-123456"})
+    view = public_view(worker)
+
+    with pytest.raises(ConfigError) as token:
+        keep_masked_secrets(worker, {**change, "auth_token": view["auth_token"]})
+    with pytest.raises(ConfigError) as header:
+        keep_masked_secrets(worker, {**change, "headers": view["headers"]})
+
+    assert token.value.field == "auth_token" and "enter it again" in str(token.value)
+    assert header.value.field == "headers.CF-Access-Client-Secret"
+
+
+def test_secrets_typed_again_for_a_new_address_are_taken() -> None:
+    worker = WorkerConfig(id="w", name="W", port=1, auth_token=TOKEN)
+
+    assert keep_masked_secrets(worker, {"port": 2, "auth_token": "typed-again-0000"})["auth_token"] == "typed-again-0000"
+
+
+# --- credentials in a url -----------------------------------------------------------------------------------
+
+
+def test_credentials_in_a_worker_url_are_masked_and_kept_when_sent_back_masked() -> None:
+    worker = WorkerConfig(id="w", name="W", type="cloud", url="https://alice:pa55word-secret@gpu.example/pod")
+    view = public_view(worker)
+
+    assert "pa55word" not in str(view) and view["url"].startswith(f"https://{MASK}") and view["url"].endswith("@gpu.example/pod")
+    assert keep_masked_secrets(worker, {"url": view["url"], "name": "Renamed"})["url"] == worker.url
+    with pytest.raises(ValidationError, match="masked"):
+        WorkerConfig(id="w", name="W", type="cloud", url=view["url"].replace("gpu.example", "attacker.example"))
+
+
+def test_secrets_over_plain_http_are_warned_about_except_on_loopback() -> None:
+    lan = public_view(WorkerConfig(id="w", name="W", host="192.168.1.9", port=8188, auth_token=TOKEN))
+    loopback = public_view(WorkerConfig(id="w", name="W", host="127.0.0.1", port=8188, auth_token=TOKEN))
+    https = public_view(WorkerConfig(id="w", name="W", type="cloud", url="https://gpu.example", auth_token=TOKEN))
+
+    assert any("plain http://" in warning and "auth token" in warning for warning in lan["warnings"])
+    assert loopback["warnings"] == [] and https["warnings"] == []
+
+
+# --- no redirects: custom headers would go along -----------------------------------------------------------
+
+
+async def test_a_redirect_is_refused_so_custom_headers_never_reach_another_host(aiohttp_server: Serve) -> None:
+    seen: list[dict[str, str]] = []
+    elsewhere = await aiohttp_server(fake_worker(seen))
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://127.0.0.1:{elsewhere.port}{request.path_qs}")
+
+    app = web.Application()
+    app.router.add_get("/{path:.*}", redirect)
+    worker = await aiohttp_server(app)
+    pool = ClientPool()
+    try:
+        client = pool.client(worker_at(worker, auth_token=TOKEN, headers={"CF-Access-Client-Secret": "cf-secret-123456"}))
+        with pytest.raises(WorkerOffline) as plain:
+            await client.system_stats()
+        with pytest.raises(WorkerOffline) as websocket:
+            async with client.events("c1", heartbeat=5):
+                pass
+    finally:
+        await pool.close()
+
+    assert seen == []
+    assert "redirect" in plain.value.cause and f"127.0.0.1:{elsewhere.port}" in plain.value.cause
+    assert "redirect" in websocket.value.cause

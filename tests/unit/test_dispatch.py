@@ -158,7 +158,8 @@ async def test_the_master_renders_a_share_no_worker_can_take_once_its_own_is_don
     outcome = await asyncio.wait_for(rig.collect(job), 5)
     assert outcome.fallback is not None and outcome.parts == ()
     image = np.zeros((1, *SHAPE), dtype=np.float32)
-    joined = await asyncio.wait_for(rig.dispatcher.deliver_from_master(job.job_id, 1, "4", image, last=True), 5)
+    delivered = rig.dispatcher.deliver_from_master(job.job_id, 1, "4", image, last=True, token=job.master_share_token)
+    joined = await asyncio.wait_for(delivered, 5)
 
     assert joined is not None and joined.fallback is None and joined.master_part == "mine"
     assert labels(joined) == ["share 1 (master)"]
@@ -437,7 +438,8 @@ async def test_an_interrupt_while_the_master_waits_after_rendering_a_share_fails
     rig.runner.on("a").fail(WorkerLost("Worker a", "died"))  # type: ignore[union-attr]
     assert (await asyncio.wait_for(rig.collect(job), 5)).fallback is not None
     image = np.zeros((1, *SHAPE), dtype=np.float32)
-    delivering = asyncio.ensure_future(rig.dispatcher.deliver_from_master(job.job_id, 1, "4", image, last=True))
+    delivering = asyncio.ensure_future(
+        rig.dispatcher.deliver_from_master(job.job_id, 1, "4", image, last=True, token=job.master_share_token))
     await asyncio.sleep(0.05)
     assert not delivering.done()  # share 2 is still on worker b
 

@@ -18,7 +18,7 @@ def _prompt() -> dict:
 
 
 def test_each_share_renders_with_its_own_seed_and_the_last_node_joins_the_batch() -> None:
-    expansion, last = fallback_graph(plan(_prompt()), "job1", "4", [(2, None), (3, None)])
+    expansion, last = fallback_graph(plan(_prompt()), "job1", "4", [(2, None), (3, None)], "t0ken")
 
     assert expansion["distributed.4.2.3"]["inputs"]["seed"] == 43
     assert expansion["distributed.4.3.3"]["inputs"]["seed"] == 44
@@ -33,7 +33,7 @@ def test_each_share_renders_with_its_own_seed_and_the_last_node_joins_the_batch(
 def test_a_split_share_renders_only_its_slice() -> None:
     prompt = _prompt()
     prompt["4"]["inputs"]["split_batch"] = True
-    expansion, _ = fallback_graph(plan(prompt), "job1", "4", [(1, BatchSlice(2, 2))])
+    expansion, _ = fallback_graph(plan(prompt), "job1", "4", [(1, BatchSlice(2, 2))], "t0ken")
 
     sliced = [node for node in expansion.values() if node["class_type"] == "LatentFromBatch"]
     assert len(sliced) == 1 and sliced[0]["inputs"]["batch_index"] == 2 and sliced[0]["inputs"]["length"] == 2
@@ -46,7 +46,7 @@ def test_an_audio_collector_gets_the_audio_node() -> None:
         "2": {"class_type": "ToneLike", "inputs": {"seed": ["1", 0]}},
         "3": {"class_type": "DistributedAudioCollector", "inputs": {"audio": ["2", 0]}},
     }
-    expansion, last = fallback_graph(plan(prompt), "job1", "3", [(1, None)])
+    expansion, last = fallback_graph(plan(prompt), "job1", "3", [(1, None)], "t0ken")
 
     assert expansion[last]["class_type"] == AUDIO_NODE_CLASS
     assert expansion[last]["inputs"]["audio"] == ["distributed.3.1.2", 0]

@@ -11,7 +11,7 @@ import torch
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from distributed.api.access import guard
+from distributed.api.access import AccessPolicy
 from distributed.comfy.result_sink import install, sink_node, wire_array
 from distributed.transport import wire
 from distributed.transport.fetch import as_images
@@ -82,7 +82,7 @@ def test_sink_always_runs_again() -> None:
 
 def server_with_fast_path(store: ResultStore) -> web.Application:
     server = SimpleNamespace(routes=web.RouteTableDef(), app=web.Application())
-    install(server, guard, store)
+    install(server, AccessPolicy.for_results({}).guard, store)
     server.app.add_routes(server.routes)
     return server.app
 

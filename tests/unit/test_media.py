@@ -24,7 +24,7 @@ class RecordingWorker:
         self.name = self.worker.name
         self.uploads: list[tuple[str, str, bytes]] = []
 
-    async def upload_input(self, file: BinaryIO, name: str, subfolder: str = "") -> str:
+    async def upload_input(self, file: BinaryIO, name: str, subfolder: str, size: int) -> str:
         self.uploads.append((name, subfolder, file.read()))
         return f"{subfolder}/{name}" if subfolder else f"remote-{len(self.uploads)}-{name}"
 

@@ -8,6 +8,7 @@ import pytest
 
 from distributed.errors import PlanError
 from distributed.jobs.plan import SEED_SPACE, plan, share_seed
+from distributed.shares import BatchSlice
 
 
 def _prompt() -> dict:
@@ -143,3 +144,11 @@ def test_an_unconnected_audio_collector_is_refused_naming_its_input() -> None:
     prompt["4"] = {"class_type": "DistributedAudioCollector", "inputs": {"images": ["3", 0]}}
     with pytest.raises(PlanError, match=r"Distributed Audio Collector \(node 4\) has nothing connected to 'audio'"):
         plan(prompt)
+
+
+def test_share_work_bounds_what_the_worker_may_return_by_the_job() -> None:
+    work = plan(_prompt()).share_work(2, BatchSlice(4, 3), {"4": (64, 48, 3)})
+    unsplit = plan(_prompt()).share_work(1)
+
+    assert work.max_images == 3 and work.image_sizes == {"4": (64, 48, 3)}
+    assert unsplit.max_images is None and unsplit.image_sizes == {}

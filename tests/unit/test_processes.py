@@ -152,6 +152,13 @@ def test_env_without_a_cuda_device_keeps_the_masters_visibility() -> None:
     assert "CUDA_DEVICE_ORDER" not in env
 
 
+def test_env_leaves_the_masters_api_token_to_the_master() -> None:
+    env = worker_env(_worker(), {"DISTRIBUTED_API_TOKEN": "master-secret", "DISTRIBUTED_API_TOKEN_READS": "1", "PATH": "/bin"})
+
+    assert "DISTRIBUTED_API_TOKEN" not in env and "DISTRIBUTED_API_TOKEN_READS" not in env
+    assert env["PATH"] == "/bin"
+
+
 def test_env_marks_the_process_as_a_worker_with_an_unbuffered_log() -> None:
     env = worker_env(_worker(), {})
 
@@ -347,3 +354,9 @@ async def test_stopping_a_worker_that_is_not_running_answers_offline(api: Api) -
 
     assert response.status == 202
     assert (await response.json())["status"]["state"] == WorkerState.OFFLINE.value
+
+
+def test_a_local_worker_with_a_token_is_locked_with_it_and_never_with_the_masters() -> None:
+    assert "DISTRIBUTED_WORKER_TOKEN" not in worker_env(_worker(), {"DISTRIBUTED_WORKER_TOKEN": "the-masters-own-lock"})
+    locked = worker_env(WorkerConfig(id="w1", name="W", type="local", port=8189, auth_token="worker-token-123456"), {})
+    assert locked["DISTRIBUTED_WORKER_TOKEN"] == "worker-token-123456"

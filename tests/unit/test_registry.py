@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,22 @@ def test_update_keeps_a_backup_of_the_previous_file(tmp_path: Path) -> None:
     assert path.with_name("workers.json.bak").read_text() == before
 
 
+def test_workers_json_and_its_backup_are_readable_by_the_user_only(tmp_path: Path) -> None:
+    path = tmp_path / "workers.json"
+    _write(path, [_worker("a", auth_token="secret-token-0001")])
+    previous = os.umask(0o022)
+    try:
+        registry = Registry(path)
+        registry.update(lambda config: config.model_copy(update={"workers": [WorkerConfig(**_worker("b", auth_token="t-0000000002"))]}))
+        registry.update(lambda config: config.model_copy(update={"workers": []}))
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.with_name("workers.json.bak").stat().st_mode) == 0o600
+    assert "t-0000000002" in path.with_name("workers.json.bak").read_text()
+
+
 def test_update_producing_an_invalid_config_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "workers.json"
     _write(path, [_worker("a")])
@@ -110,3 +128,33 @@ def test_cloud_worker_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         WorkerConfig(id="a", name="A", type="cloud", url="ftp://x")
     assert WorkerConfig(id="a", name="A", type="cloud", url="https://pod.example/").base_url == "https://pod.example"
+
+
+def test_a_hand_edited_file_hears_of_every_problem_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "workers.json"
+    path.write_text(json.dumps({"version": 1, "workers": [
+        {"id": "a", "name": "A", "type": "remote", "port": 99999},
+        {"id": "a", "name": "A again", "type": "remote", "port": 8190},
+    ]}))
+
+    registry = Registry(path)
+
+    assert registry.error is not None
+    assert "workers.0.port" in registry.error and "duplicate worker id 'a'" in registry.error
+
+
+def test_headers_master_host_and_allowed_hosts_have_sane_limits() -> None:
+    too_many = {f"X-H{i}": "v" for i in range(33)}
+    for bad in ({"headers": too_many}, {"headers": {"X-Long": "v" * 5000}}, {"headers": {"X-" + "n" * 70: "v"}},
+                {"headers": {"X-Key": "a\u00e9b"}}, {"headers": {"X-Key": "a", "x-key": "b"}}):
+        with pytest.raises(ValueError):
+            WorkerConfig(**_worker("a", **bad))
+    for master in ({"host": "h" * 300}, {"host": "evil host"}, {"allowed_hosts": ["bad name"]}, {"allowed_hosts": ["h"] * 33}):
+        with pytest.raises(ValueError):
+            RegistryFile.model_validate({"version": 1, "master": master})
+    assert RegistryFile.model_validate({"version": 1, "master": {"host": "192.168.1.2", "allowed_hosts": ["studio.lan"]}})
+
+
+def test_credentials_in_a_url_cannot_be_combined_with_a_token() -> None:
+    with pytest.raises(ValueError, match="credentials in the url"):
+        WorkerConfig(id="a", name="A", type="cloud", url="https://user:pass@gpu.example", auth_token="token-000000001")

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from distributed.transport import wire
 from distributed.transport.result_store import ResultStore, make_results_handler
 from distributed.transport.sink import RESULTS_PATH
+from tests.unit.wire_stream import decode
 
 
 class FakeClock:
@@ -46,7 +47,6 @@ def test_result_expires_after_the_ttl() -> None:
     assert store.get("p1", "9") is not None
     clock.now += 2
     assert store.get("p1", "9") is None
-    assert store.total_bytes == 0
 
 
 def test_purge_drops_expired_results_without_another_access() -> None:
@@ -55,7 +55,7 @@ def test_purge_drops_expired_results_without_another_access() -> None:
     store.put("p1", "9", image())
     clock.now += 61
     assert store.purge_expired() == 1
-    assert len(store) == 0
+    assert store.purge_expired() == 0
 
 
 def test_byte_cap_evicts_the_oldest_result_and_logs_it(caplog: pytest.LogCaptureFixture) -> None:
@@ -66,8 +66,9 @@ def test_byte_cap_evicts_the_oldest_result_and_logs_it(caplog: pytest.LogCapture
         store.put("p3", "9", image(3000))
     assert store.get("p1", "9") is None
     assert store.get("p2", "9") is not None and store.get("p3", "9") is not None
-    assert store.total_bytes == 6000
     assert "prompt p1 node 9" in caplog.text
+    store.put("p4", "9", image(1000))  # 7000 bytes in all: the eviction freed p1's bytes, nothing more goes
+    assert store.get("p2", "9") is not None
 
 
 def test_result_larger_than_the_cap_is_kept_alone() -> None:
@@ -79,13 +80,14 @@ def test_result_larger_than_the_cap_is_kept_alone() -> None:
 
 
 def test_second_put_for_the_same_node_replaces_the_first() -> None:
-    store = ResultStore()
+    store = ResultStore(max_bytes=9000)
     store.put("p1", "9", image(3000))
     newer = image(6000)
     store.put("p1", "9", newer)
     entry = store.get("p1", "9")
     assert entry is not None and entry.array is newer
-    assert store.total_bytes == 6000
+    store.put("p2", "9", image(3000))  # fits beside 6000 bytes: the replaced 3000 were given back
+    assert store.get("p1", "9") is not None
 
 
 def test_unknown_encoding_hint_is_refused() -> None:
@@ -142,7 +144,7 @@ async def test_entry_hint_is_the_default_encoding(aiohttp_client: AiohttpClient)
         response = await client.get("/distributed/results/p1/12")
         body = await response.read()
     assert response.headers["X-Distributed-Encoding"] == "zlib"
-    assert wire.decode(body).shape == (1, 100, 10, 3)
+    assert decode(body).shape == (1, 100, 10, 3)
 
 
 async def test_missing_result_answers_404_with_json(aiohttp_client: AiohttpClient) -> None:

@@ -66,3 +66,66 @@ async def test_reads_stay_open_with_a_token_unless_protected() -> None:
     assert await _status(AccessPolicy(TOKEN).reader(_ok), _request("GET")) == 200
     assert await _status(AccessPolicy(TOKEN, protect_reads=True).reader(_ok), _request("GET")) == 401
     assert await _status(AccessPolicy(TOKEN, protect_reads=True).reader(_ok), _request("GET", Authorization=f"Bearer {TOKEN}")) == 200
+
+
+# --- DNS rebinding: the Host a page reached the master by ------------------------------------------------
+
+REBOUND = {"Host": "rebind.example:8188", "Origin": "http://rebind.example:8188", "Sec-Fetch-Site": "same-origin",
+           "X-Distributed-Request": "1"}
+"""What a page served from rebind.example sends once its name points at 127.0.0.1: same-origin in every header."""
+
+
+def _at(method: str, **headers: str) -> web.Request:
+    return make_mocked_request(method, "/distributed/workers", headers=headers)
+
+
+async def test_a_rebound_host_name_is_refused_on_changes_and_reads() -> None:
+    policy = AccessPolicy()
+    change = await policy.guard(_ok)(_at("POST", **REBOUND))
+    read = await policy.reader(_ok)(_at("GET", **REBOUND))
+
+    assert change.status == 403 and read.status == 403
+    message = json.loads(change.body)["error"]
+    assert "rebind.example" in message and "master.allowed_hosts" in message and "DISTRIBUTED_ALLOWED_HOSTS" in message
+
+
+async def test_ip_addresses_and_localhost_are_answered_as_the_panel_sends_them() -> None:
+    for host in ("127.0.0.1:8188", "localhost:8188", "LOCALHOST", "[::1]:8188", "192.168.1.20:8188", "10.0.0.7"):
+        panel = {"Host": host, "Origin": f"http://{host}", "X-Distributed-Request": "1"}
+        assert await _status(AccessPolicy().guard(_ok), _at("POST", **panel)) == 200, host
+        assert await _status(AccessPolicy().reader(_ok), _at("GET", Host=host)) == 200, host
+
+
+async def test_a_name_is_answered_once_the_environment_or_workers_json_allows_it() -> None:
+    by_env = AccessPolicy.from_environ({"DISTRIBUTED_ALLOWED_HOSTS": " studio.lan , Rebind.Example "})
+    by_setting = AccessPolicy.from_environ({}, allowed_hosts=lambda: ["rebind.example"])
+
+    assert await _status(by_env.guard(_ok), _at("POST", **REBOUND)) == 200
+    assert await _status(by_setting.reader(_ok), _at("GET", **REBOUND)) == 200
+    assert await _status(by_env.reader(_ok), _at("GET", Host="other.lan")) == 403
+
+
+async def test_a_host_header_that_is_no_plain_host_is_refused() -> None:
+    for host in ("evil.example@127.0.0.1", "127.0.0.1 evil", "[zz::1]:80", "127.0.0.1:8188/x"):
+        assert await _status(AccessPolicy().reader(_ok), _at("GET", Host=host)) == 403, host
+
+
+# --- --enable-cors-header: every page could read an answer ------------------------------------------------
+
+
+async def test_with_cors_enabled_a_read_from_another_origin_is_refused() -> None:
+    policy = AccessPolicy(cors_enabled=True)
+
+    assert await _status(policy.reader(_ok), _at("GET", Host="127.0.0.1:8188", Origin="http://evil.example")) == 403
+    assert await _status(policy.reader(_ok), _at("GET", Host="127.0.0.1:8188", **{"Sec-Fetch-Site": "cross-site"})) == 403
+    assert await _status(policy.reader(_ok), _at("GET", Host="127.0.0.1:8188")) == 200  # the panel's own read, or a program
+    assert await _status(policy.reader(_ok), _at("GET", Host="127.0.0.1:8188", Origin="http://127.0.0.1:8188")) == 200
+
+
+async def test_results_route_of_a_worker_takes_its_token_but_no_host_rule() -> None:
+    policy = AccessPolicy.for_results({"DISTRIBUTED_API_TOKEN": TOKEN})
+
+    assert await _status(policy.guard(_ok), _at("GET", Host="gpu.example:443")) == 401
+    assert await _status(policy.guard(_ok), _at("GET", Host="gpu.example:443", Authorization=f"Bearer {TOKEN}")) == 200
+    assert await _status(policy.guard(_ok), _at("GET", Host="gpu.example", Origin="http://evil.example",
+                                                Authorization=f"Bearer {TOKEN}")) == 403

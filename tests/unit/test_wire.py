@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import struct
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 
 from distributed.errors import BadResult
 from distributed.transport import wire
+from tests.unit.wire_stream import decode
 
 
 def stream(array: np.ndarray, encoding: str, chunk_size: int = wire.DEFAULT_CHUNK_SIZE) -> bytes:
@@ -69,14 +73,14 @@ def test_audio_frames_and_masks_round_trip_bit_exact(dtype: str, shape: tuple[in
 
 def test_empty_batch_round_trips() -> None:
     original = np.zeros((0, 64, 64, 3), dtype=np.float32)
-    assert_identical(wire.decode(stream(original, "zlib")), original)
+    assert_identical(decode(stream(original, "zlib")), original)
 
 
 def test_zlib_compresses_smooth_images_losslessly() -> None:
     original = smooth_batch((4, 301, 257, 3))
     encoded = stream(original, "zlib", chunk_size=100_000)
     assert len(encoded) < original.nbytes / 4
-    assert_identical(wire.decode(encoded), original)
+    assert_identical(decode(encoded), original)
 
 
 def test_zlib_stores_noise_instead_of_growing_it() -> None:
@@ -88,12 +92,12 @@ def test_smooth_float_images_compress_with_byte_shuffle() -> None:
     original = (smooth_batch((2, 256, 256, 3)) / np.float32(255)).astype(np.float32)
     encoded = stream(original, "zlib")
     assert len(encoded) < original.nbytes / 2
-    assert_identical(wire.decode(encoded), original)
+    assert_identical(decode(encoded), original)
 
 
 def test_big_endian_input_decodes_to_the_same_values() -> None:
     original = random_batch("float32", (2, 5, 7)).astype(">f4")
-    decoded = wire.decode(stream(original, "raw"))
+    decoded = decode(stream(original, "raw"))
     assert np.array_equal(decoded, original)
 
 
@@ -154,7 +158,7 @@ def test_flipped_payload_byte_fails_the_checksum() -> None:
     encoded = bytearray(stream(random_batch("float32", (1, 64, 64, 3)), "raw"))
     encoded[len(encoded) // 2] ^= 0x10
     with pytest.raises(wire.WireError, match="checksum mismatch"):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 @pytest.mark.parametrize("offset", [0.3, 0.5, 0.9])
@@ -162,31 +166,31 @@ def test_flipped_byte_in_compressed_data_is_detected(offset: float) -> None:
     encoded = bytearray(stream(smooth_batch((2, 80, 60, 3)), "zlib", chunk_size=5000))
     encoded[int(len(encoded) * offset)] ^= 0x01
     with pytest.raises(wire.WireError):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 def test_flipped_header_byte_is_refused_before_allocating() -> None:
     encoded = bytearray(stream(random_batch("uint8", (1, 8, 8, 3)), "raw"))
     encoded[13] ^= 0x40
     with pytest.raises(wire.WireError, match="header"):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 def test_bad_magic_is_refused() -> None:
     with pytest.raises(wire.WireError, match="not a result stream"):
-        wire.decode(b'{"error": "not found"}' + bytes(64))
+        decode(b'{"error": "not found"}' + bytes(64))
 
 
 def test_newer_format_version_is_refused_by_name() -> None:
     encoded = bytearray(stream(random_batch("uint8", (1, 2, 2, 3)), "raw"))
     encoded[4] = wire.VERSION + 1
     with pytest.raises(wire.WireError, match="version"):
-        wire.decode(encoded)
+        decode(encoded)
 
 
 def test_bytes_after_the_trailer_are_refused() -> None:
     with pytest.raises(wire.WireError, match="unexpected bytes"):
-        wire.decode(stream(random_batch("uint8", (1, 2, 2, 3)), "raw") + b"x")
+        decode(stream(random_batch("uint8", (1, 2, 2, 3)), "raw") + b"x")
 
 
 def test_unexpected_dtype_is_refused() -> None:
@@ -209,7 +213,7 @@ def test_result_larger_than_the_limit_is_refused_from_the_header() -> None:
 
 def test_wire_error_fails_the_share_over_and_names_the_worker() -> None:
     with pytest.raises(BadResult, match="worker 'gpu-2'"):
-        wire.decode(b"garbage!" * 8, source="gpu-2")
+        decode(b"garbage!" * 8, source="gpu-2")
 
 
 def test_unsupported_dtype_is_refused_when_encoding() -> None:
@@ -247,3 +251,38 @@ async def test_read_stream_reports_a_body_cut_short() -> None:
     async with asyncio.timeout(30):
         with pytest.raises(wire.WireError, match="truncated"):
             await wire.read_stream(FakeContent(encoded[:-100], piece=4096), wire.Decoder(), batch_bytes=10_000)
+
+
+# --- a worker's hand-made stream: bounded work for the master ---------------------------------------------
+
+
+def _hand_made(shape: tuple[int, ...], block_size: int, blocks: list[bytes], crc: int = 0) -> bytes:
+    header = wire.encode_header(wire.WireHeader(np.dtype("<u1"), shape, "zlib", block_size))
+    body = b"".join(struct.pack("<BI", 1, len(block)) + block for block in blocks)
+    return header + body + struct.pack("<4sI", wire.TRAILER_MAGIC, crc)
+
+
+def test_a_level_9_block_that_inflates_past_the_ratio_is_refused_before_inflating() -> None:
+    shape = (1, 1024, 1024, 3)
+    bomb = zlib.compress(bytes(math.prod(shape)), 9)  # about 1000:1, what no level 1 encoder makes
+    decoder = wire.Decoder("worker-a", expected_shape=shape)
+
+    with pytest.raises(wire.WireError, match="inflate") as caught:
+        decoder.feed(_hand_made(shape, math.prod(shape), [bomb], zlib.crc32(bytes(math.prod(shape)))))
+    assert "worker-a" in str(caught.value)
+
+
+def test_a_block_size_past_the_limit_is_refused_from_the_header() -> None:
+    shape = (1, 64, 64, 3)
+    header = wire.encode_header(wire.WireHeader(np.dtype("<u1"), shape, "zlib", 3 << 30))
+
+    with pytest.raises(wire.WireError, match="block size"):
+        wire.Decoder("worker-a").feed(header)
+
+
+def test_constant_images_from_our_own_encoder_stay_within_the_ratio() -> None:
+    original = np.zeros((2, 512, 512, 3), dtype=np.uint8)
+    encoded = stream(original, "zlib")
+
+    assert len(encoded) < original.nbytes / 100  # still compressed
+    assert_identical(decode(encoded), original)

@@ -5,6 +5,7 @@
  */
 
 import { button, h, replaceChildren } from "./dom.js";
+import { createInventory } from "./inventory.js";
 import { createMasterCard } from "./master_card.js";
 import { createProgressView } from "./progress.js";
 import { createSettings } from "./settings.js";
@@ -71,6 +72,7 @@ function buildView(store) {
     " — a spare GPU in this machine, another machine on your network, or a cloud pod.",
   );
   const settings = createSettings({ store });
+  const inventory = createInventory({ store });
   const root = h(
     "div",
     { class: "dgpu-panel" },
@@ -89,6 +91,7 @@ function buildView(store) {
         list,
         empty,
       ),
+      inventory.el,
       settings.el,
     ),
   );
@@ -131,7 +134,7 @@ function buildView(store) {
         button({ label: "Retry", text: "Retry", variant: "secondary", onClick: () => store.refresh() }),
       );
     } else if (state.registryError) {
-      replaceChildren(banner, h("span", { text: `workers.json is invalid, so nothing is saved until it is fixed: ${state.registryError}` }));
+      replaceChildren(banner, h("span", { text: `${state.registryError}. Until then, nothing changed here is saved.` }));
     } else {
       replaceChildren(banner);
     }
@@ -169,6 +172,7 @@ function buildView(store) {
     progress.update(state);
     master.update(state);
     renderWorkers(state);
+    inventory.update(state);
     settings.update(state);
   }
 

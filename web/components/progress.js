@@ -6,11 +6,16 @@
 import { h, replaceChildren } from "./dom.js";
 import { formatDuration } from "./format.js";
 
-/** How far one share is, 0..1: done counts whole, a running share by its current node's steps. */
+/**
+ * How far one share is, 0..1: done counts whole; a running share by the server's node-weighted
+ * fraction (every node counts one, the running node by its steps, as ComfyUI's own progress does),
+ * else by its current node's steps.
+ */
 export function shareFraction(share) {
   if (share.state === "done") return 1;
   if (share.state !== "running") return 0;
-  const { value, max } = share.progress ?? {};
+  const { value, max, fraction } = share.progress ?? {};
+  if (Number.isFinite(fraction)) return Math.min(Math.max(fraction, 0), 1);
   return max > 0 ? Math.min(Math.max(value / max, 0), 1) : 0;
 }
 
@@ -18,16 +23,38 @@ export function shareFraction(share) {
 const MASTER = "master";
 
 /**
- * The shares with the master's own share completed from ComfyUI: its step progress, and a failure
- * when its prompt ended badly. The job snapshot says "running" until the master's images are in.
+ * The shares with the master's own share completed: a failure when its prompt ended badly, and its
+ * progress from the server (sent whoever queued the prompt), else from ComfyUI's own events to
+ * this tab. The job snapshot says "running" until the master's images are in.
  */
 export function resolveShares(job, masterRun) {
   const ours = job.promptId !== null && masterRun.promptId === job.promptId;
   return job.shares.map((share) => {
     if (share.participant !== MASTER || share.state !== "running") return share;
     if (job.state === "failed" || (ours && masterRun.outcome === "failed")) return { ...share, state: "failed", progress: null };
-    return { ...share, progress: ours ? masterRun.progress : null };
+    return { ...share, progress: share.progress ?? (ours ? masterRun.progress : null) };
   });
+}
+
+/**
+ * "3 GPUs", "2 GPUs and 1 CPU", "3 CPUs": what the participants render on, counted from the
+ * devices they report (`deviceOf` gives "cpu", "gpu" or null for a participant id).
+ */
+export function describeDevices(participants, deviceOf) {
+  let gpus = 0;
+  let cpus = 0;
+  let unknown = 0;
+  for (const participant of participants) {
+    const kind = deviceOf(participant);
+    if (kind === "gpu") gpus += 1;
+    else if (kind === "cpu") cpus += 1;
+    else unknown += 1;
+  }
+  const parts = [];
+  if (gpus) parts.push(`${gpus} GPU${gpus === 1 ? "" : "s"}`);
+  if (cpus) parts.push(`${cpus} CPU${cpus === 1 ? "" : "s"}`);
+  if (unknown || !parts.length) parts.push(`${unknown} participant${unknown === 1 ? "" : "s"}`);
+  return parts.join(" and ");
 }
 
 /**
@@ -55,9 +82,12 @@ function runDuration(job, masterRun, now) {
   return Math.max(job.durationS ?? 0, seen);
 }
 
-/** Seconds left at the rate seen so far, or null while there is too little to go on. */
-export function estimateSecondsLeft(startedAt, fraction, now) {
-  if (fraction < 0.02 || fraction >= 1) return null;
+/**
+ * Seconds left at the rate seen so far, or null while there is too little to go on: until one share
+ * has finished, a rate mixes model loading with rendering and misleads more than it tells.
+ */
+export function estimateSecondsLeft(startedAt, fraction, now, sharesDone = 1) {
+  if (sharesDone < 1 || fraction < 0.02 || fraction >= 1) return null;
   const elapsed = (now - startedAt) / 1000;
   return (elapsed * (1 - fraction)) / fraction;
 }
@@ -166,11 +196,12 @@ export function createProgressView({ store }) {
     mode.textContent = MODE_LABELS[job.mode] ?? job.mode ?? "";
     mode.title = MODE_HINTS[job.mode] ?? "";
     mode.hidden = !mode.textContent;
-    const participants = new Set(view.shares.map((s) => s.participant).filter(Boolean)).size;
-    const gpus = `${participants} GPU${participants === 1 ? "" : "s"}`;
+    const participants = new Set(view.shares.map((s) => s.participant).filter(Boolean));
+    const gpus = describeDevices(participants, (participant) => store.deviceKind(participant));
     if (view.state === "running") {
       heading.textContent = `Running on ${gpus}`;
-      const left = estimateSecondsLeft(job.startedAt, view.fraction, store.now());
+      const done = view.shares.filter((share) => share.state === "done").length;
+      const left = estimateSecondsLeft(job.startedAt, view.fraction, store.now(), done);
       if (left !== null) eta.textContent = `About ${formatDuration(left)} left`;
       else eta.textContent = view.fraction >= 0.99 ? "Finishing…" : "Estimating time left…";
     } else if (view.state === "done") {

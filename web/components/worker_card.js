@@ -168,7 +168,7 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
     localActions.hidden = !isLocal;
     const state = worker.status?.state;
     launch.disabled = RUNNING_STATES.has(state);
-    stop.disabled = state === "offline";
+    stop.disabled = state === "offline" || state === "stopped";
     if (!isLocal && log) closeLog();
   }
 

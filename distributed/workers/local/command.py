@@ -21,12 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...config.models import WorkerConfig
+from ..lock import WORKER_TOKEN_ENV
 from .arguments import Argument, value_of
 
 LAUNCHER_PATH = Path(__file__).resolve().parent / "launcher.py"
 WORKER_ID_ENV = "COMFYUI_DISTRIBUTED_WORKER_ID"
 """Set in every local worker's environment, so the extension loaded inside a worker knows it is one."""
 DEFAULT_LISTEN = "127.0.0.1"
+MASTER_API_ENV_PREFIX = "DISTRIBUTED_API_"
+"""The master's API settings (its token, `api/access.py`) belong to the master: a local worker, which
+would otherwise inherit them, must not ask the master for the master's own token on its results."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,17 @@ def worker_command(
 
 
 def worker_env(worker: WorkerConfig, base_env: dict[str, str]) -> dict[str, str]:
-    """The worker's environment: the master's, plus its GPU and an unbuffered log."""
-    env = dict(base_env)
+    """The worker's environment: the master's (less its API settings), plus its GPU and an unbuffered log.
+
+    A worker with an auth token is locked with it (workers/lock.py); the master's own lock, if it
+    has one, is not passed on, since the master would not know to send it.
+    """
+    env = {name: value for name, value in base_env.items() if not name.startswith(MASTER_API_ENV_PREFIX)}
     env["PYTHONUNBUFFERED"] = "1"
     env[WORKER_ID_ENV] = worker.id
+    env.pop(WORKER_TOKEN_ENV, None)
+    if worker.auth_token:
+        env[WORKER_TOKEN_ENV] = worker.auth_token
     if worker.cuda_device is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(worker.cuda_device)
         # NVML (gpus.py) numbers devices by PCI bus; make CUDA use the same numbering.

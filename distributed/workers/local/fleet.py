@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from ...config.models import RegistryFile, WorkerConfig
@@ -18,23 +19,26 @@ from ..health import HealthMonitor
 from ..status import WorkerState, WorkerStatus
 from .arguments import ArgumentReader
 from .command import MasterLayout
-from .gpus import discover_gpus, first_launch_workers
+from .gpus import MasterDevice, discover_gpus, first_launch_workers, master_gpu
 from .manager import LocalWorkerManager
 
 logger = logging.getLogger(__name__)
 
-PROCESS_STATES_SHOWN = (WorkerState.LAUNCHING, WorkerState.ERROR)
-"""Process states that speak for a local worker; otherwise its health checks do."""
+PROCESS_STATES_SHOWN = {WorkerState.LAUNCHING: WorkerState.LAUNCHING, WorkerState.ERROR: WorkerState.ERROR,
+                        WorkerState.OFFLINE: WorkerState.STOPPED}
+"""Process states that speak for a local worker, and what they are shown as; otherwise its health
+checks do. The manager reports a process offline only when it was stopped on purpose."""
 
 
 class LocalFleet:
     """Owns the local worker processes of one master and ties them to the registry and health checks."""
 
     def __init__(self, registry: Registry, health: HealthMonitor, layout: MasterLayout, state_dir: Path,
-                 arguments: ArgumentReader, master_port: int) -> None:
+                 arguments: ArgumentReader, master_port: int, master_device: MasterDevice = MasterDevice()) -> None:
         self._registry = registry
         self._health = health
         self._master_port = master_port
+        self._master_device = master_device
         self.processes = LocalWorkerManager(
             layout, state_dir, arguments, on_state=self._on_process_state,
             stop_on_exit=lambda: registry.snapshot().settings.stop_workers_on_exit,
@@ -57,6 +61,11 @@ class LocalFleet:
                     except DistributedError as error:
                         logger.error("Could not launch local worker %s: %s", worker.name, error)
 
+    def stopped_by_user(self, worker_id: str) -> bool:
+        """Whether a local worker is stopped because someone stopped it (not because it failed)."""
+        shown = self._process_states.get(worker_id)
+        return shown is not None and shown.state == WorkerState.STOPPED
+
     async def removed(self, worker: WorkerConfig) -> None:
         """A worker left the registry: its process (if local) is stopped and forgotten."""
         if worker.type == "local":
@@ -70,7 +79,8 @@ class LocalFleet:
         inventory = discover_gpus()
         if inventory.problem:
             return  # retried at the next start, once a driver is there
-        workers = first_launch_workers(inventory.gpus, config.master.cuda_device, {self._master_port})
+        device = replace(self._master_device, configured=config.master.cuda_device)
+        workers = first_launch_workers(inventory.gpus, master_gpu(inventory.gpus, device), {self._master_port})
 
         def seed(current: RegistryFile) -> RegistryFile:
             current.workers.extend(workers)
@@ -81,14 +91,20 @@ class LocalFleet:
         logger.info("First launch: added %d local worker(s), one per spare GPU", len(workers))
 
     def status_override(self, worker_id: str) -> WorkerStatus | None:
-        """The process manager's word on a worker, while it is a local worker in the registry."""
+        """The process manager's word on an enabled local worker: launching, failed, or stopped (no
+        process: stopped by the user, or never launched). Once its process runs, health checks speak."""
         worker = self._registry.snapshot().worker(worker_id)
-        return self._process_states.get(worker_id) if worker is not None and worker.type == "local" else None
+        if worker is None or worker.type != "local" or not worker.enabled:
+            return None
+        shown = self._process_states.get(worker_id)
+        if shown is None and not self.processes.is_running(worker_id):
+            return WorkerStatus(WorkerState.STOPPED)
+        return shown
 
     def _on_process_state(self, worker_id: str, state: WorkerState, error: str | None) -> None:
         """The process manager's view of a local worker; health checks take over once it answers."""
         if state in PROCESS_STATES_SHOWN:
-            self._process_states[worker_id] = WorkerStatus(state, error=error)
+            self._process_states[worker_id] = WorkerStatus(PROCESS_STATES_SHOWN[state], error=error)
             self._health.publish(worker_id)
             return
         self._process_states.pop(worker_id, None)

@@ -35,6 +35,7 @@ class Gpu:
     name: str
     memory_total: int
     uuid: str
+    pci_bus_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def _describe(pynvml: ModuleType, index: int) -> Gpu:
         name=_text(pynvml.nvmlDeviceGetName(handle)),
         memory_total=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
         uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+        pci_bus_id=_text(pynvml.nvmlDeviceGetPciInfo(handle).busId),
     )
 
 
@@ -94,19 +96,78 @@ def _log_once(reason: str) -> None:
     logger.info("%s; local workers can still run on the CPU", reason)
 
 
+@dataclass(frozen=True)
+class MasterDevice:
+    """How this ComfyUI was started, as far as its GPU goes; read once at start."""
+
+    configured: int | None = None
+    """`master.cuda_device` in workers.json: the user's word wins."""
+    visible_devices: str | None = None
+    """CUDA_VISIBLE_DEVICES as the master sees it (ComfyUI sets it from its own --cuda-device)."""
+    device_order: str | None = None
+    """CUDA_DEVICE_ORDER: PCI_BUS_ID numbers devices as NVML does; CUDA's default puts the fastest first."""
+    cpu: bool = False
+    """Started with --cpu: the master renders on no GPU."""
+    bus_id: str | None = None
+    """The PCI bus id of the GPU torch runs on in the master, when CUDA is up: the surest answer."""
+
+
+def normalise_bus_id(bus_id: str) -> str:
+    """NVML says "00000000:3B:00.0", torch "0000:3b:00.0": both become "0:3b:00.0"."""
+    text = bus_id.strip().lower()
+    domain, _, rest = text.partition(":")
+    try:
+        return f"{int(domain, 16):x}:{rest}" if text.count(":") >= 2 else text
+    except ValueError:
+        return text
+
+
+def master_gpu(gpus: Collection[Gpu], device: MasterDevice) -> int | None:
+    """The NVML index of the GPU the master itself renders on, or None (it uses none, or it is unknown).
+
+    In order: `--cpu`; the configured index; the bus id torch reports; then CUDA_VISIBLE_DEVICES, whose
+    first entry is the master's device: a UUID (or its prefix, as CUDA accepts), or an index. An index
+    counts in NVML's PCI order when CUDA_DEVICE_ORDER=PCI_BUS_ID, or when every GPU is the same model
+    (CUDA's fastest-first order then follows the bus too). Without any of these, ComfyUI's default:
+    device 0.
+    """
+    by_index = {gpu.index: gpu for gpu in gpus}
+    if device.cpu:
+        return None
+    if device.configured is not None:
+        return device.configured
+    if device.bus_id:
+        wanted = normalise_bus_id(device.bus_id)
+        found = [gpu.index for gpu in gpus if gpu.pci_bus_id and normalise_bus_id(gpu.pci_bus_id) == wanted]
+        if found:
+            return found[0]
+    first = (device.visible_devices or "").split(",")[0].strip()
+    if first.startswith(("GPU-", "MIG-")):
+        found = [gpu.index for gpu in gpus if gpu.uuid.startswith(first)]
+        if not found:
+            logger.info("CUDA_VISIBLE_DEVICES names %s, which NVML does not list; assuming the master uses no listed GPU", first)
+        return found[0] if found else None
+    position = int(first) if first.isdigit() else 0
+    same_model = len({gpu.name for gpu in gpus}) <= 1
+    if device.device_order != "PCI_BUS_ID" and not same_model:
+        logger.info("CUDA numbers mixed GPUs fastest first, NVML by bus: assuming the master's device %d is NVML's %d "
+                    "(set CUDA_DEVICE_ORDER=PCI_BUS_ID or master.cuda_device to be sure)", position, position)
+    return position if position in by_index else None
+
+
 def first_launch_workers(
     gpus: Collection[Gpu],
-    master_cuda_device: int | None,
+    master_index: int | None,
     taken_ports: Collection[int],
     is_free: Callable[[int], bool] = port_is_free,
 ) -> list[WorkerConfig]:
-    """One local worker per GPU the master does not use, on ports from 8189 up.
+    """One local worker per GPU the master does not use (`master_index`, see `master_gpu`), on ports
+    from 8189 up.
 
-    The master is taken to use GPU 0 when its `cuda_device` is unset, as ComfyUI does by default.
     Ports already named in `taken_ports` (the registry's and the master's) or in use on this
     machine are skipped. The caller records `local_workers_seeded` so that deleting these later sticks.
     """
-    master_device = 0 if master_cuda_device is None else master_cuda_device
+    master_device = master_index
     taken = set(taken_ports)
     workers: list[WorkerConfig] = []
     port = FIRST_WORKER_PORT

@@ -221,6 +221,11 @@ class LocalWorkerManager:
         except ConfigError as error:
             raise ProcessError(str(error)) from None
 
+    def is_running(self, worker_id: str) -> bool:
+        """Whether the worker has a process, or is about to again (a restart delay)."""
+        record = self._workers.get(worker_id)
+        return record is not None and record.running
+
     def status(self, worker_id: str) -> ProcessStatus:
         record = self._workers.get(worker_id)
         if record is None:
