@@ -7,6 +7,7 @@ They sit at the bottom of the package so that `jobs/` (which plans and schedules
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,15 +95,19 @@ class ShareProgress:
 
 
 class NodeCount:
-    """Counts the nodes of one prompt as their events arrive, for ShareProgress.done."""
+    """Counts the nodes of one prompt as their events arrive, for ShareProgress.done. Only the prompt's
+    own node ids count: a worker that names other nodes cannot push `done` past `total`."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self, nodes: Collection[str]) -> None:
+        self._nodes = frozenset(nodes)
+        self.total = len(self._nodes)
         self._finished: set[str] = set()
         self._running: str | None = None
         self._value, self._max = 0, 1
 
     def started(self, node: str) -> ShareProgress:
+        if node not in self._nodes:
+            return self._now()
         if self._running is not None and self._running != node:
             self._finished.add(self._running)
         self._running, self._value, self._max = node, 0, 1
@@ -111,6 +116,8 @@ class NodeCount:
     def stepped(self, node: str | None, value: Any, maximum: Any) -> ShareProgress:
         if node is not None and node != self._running:
             self.started(node)
+        if node is not None and node not in self._nodes:
+            return self._now()
         progress = ShareProgress.of(value, maximum, node)
         self._value, self._max = progress.value, progress.max
         return self._now()
@@ -118,10 +125,12 @@ class NodeCount:
     def cached(self, nodes: Any) -> ShareProgress:
         """Nodes ComfyUI took from its cache count as done."""
         if isinstance(nodes, list):
-            self._finished.update(str(node) for node in nodes if isinstance(node, str | int))
+            self._finished.update(str(node) for node in nodes if isinstance(node, str | int) and str(node) in self._nodes)
         return self._now()
 
     def finished(self, node: str) -> ShareProgress:
+        if node not in self._nodes:
+            return self._now()
         self._finished.add(node)
         if self._running == node:
             self._running, self._value, self._max = None, 0, 1

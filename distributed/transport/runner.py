@@ -151,7 +151,7 @@ class ShareRunner:
         try:
             async with client.events(client_id, heartbeat) as stream:
                 prompt_id = await client.submit(prompt, client_id)
-                watch = _Watch(prompt_id, frozenset(prompt), settings.stall_timeout, time.monotonic(), NodeCount(len(prompt)))
+                watch = _Watch(prompt_id, frozenset(prompt), settings.stall_timeout, time.monotonic(), NodeCount(prompt))
                 finished = await self._watch_or_drop(client, stream, watch, on_progress)
             reconnects = 0
             while finished is not None:

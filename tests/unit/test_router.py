@@ -121,7 +121,7 @@ async def test_the_proxy_of_an_interrupted_prompt_leaves_no_run_behind(rig: Rout
     rig.queue.running.append("someone-else")
     (run_id,) = rig.submit("p1")
     call = await wait_until_async(lambda: rig.runner.on("a"), 5)
-    waiting = asyncio.ensure_future(rig.router.result(run_id))
+    waiting = asyncio.ensure_future(rig.router.result(run_id, "p1"))
     await asyncio.sleep(0.05)
 
     waiting.cancel()
@@ -137,7 +137,7 @@ async def test_a_worker_result_reaches_the_proxy(rig: RouterRig) -> None:
     call = await wait_until_async(lambda: rig.runner.on("a"), 5)
     call.result.set_result(_result())
 
-    result = await asyncio.wait_for(rig.router.result(run_id), 5)
+    result = await asyncio.wait_for(rig.router.result(run_id, "p1"), 5)
 
     assert result is not None and result.participant_name == "Worker a" and set(result.images) == {"2"}
 

@@ -84,7 +84,8 @@ class FakeWorker:
     async def history(self, request: web.Request) -> web.Response:
         if not self.finished:
             return web.json_response({})
-        entry = {"status": {"status_str": "success", "completed": True, "messages": []},
+        queued = [1, PROMPT_ID, {}, {"client_id": self.submitted[0]["client_id"]}, []]
+        entry = {"prompt": queued, "status": {"status_str": "success", "completed": True, "messages": []},
                  "outputs": {"4": {"images": [{"filename": "a.png", "subfolder": "", "type": "temp"}]}}}
         return web.json_response({PROMPT_ID: entry})
 
@@ -161,7 +162,8 @@ async def test_a_share_reports_its_start_then_its_steps_and_what_the_worker_took
     result = await asyncio.wait_for(setup.runner.run(WORK, setup.worker, 1, progress.append), 10)
 
     assert progress[0] == ShareProgress(0, 1, None)
-    assert progress[1:] == [ShareProgress(0, 1, "3"), ShareProgress(1, 2, "3"), ShareProgress(2, 2, "3")]
+    assert progress[1:] == [ShareProgress(0, 1, None, 1, 3), ShareProgress(0, 1, "3", 1, 3),
+                            ShareProgress(1, 2, "3", 1, 3), ShareProgress(2, 2, "3", 1, 3)]
     assert result.cached_nodes == {"2"}
     assert result.outputs["4"].shape == (1, 4, 6, 3)
     assert fake.submitted[0]["client_id"].startswith("distributed-m1-")
