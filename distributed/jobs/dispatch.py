@@ -448,7 +448,8 @@ class Dispatcher:
                 participant, seconds[participant], [(share.index, run, share.units) for share, run in held],
                 self._free_since.get(participant, 0.0), now, 1 if participant == MASTER else WINDOW,
                 has_basis=first_run is not None if cold else basis, current_seconds_per_unit=first_run if cold else None,
-                recent_seconds_per_unit=self.speeds.latest_seconds(key, participant),
+                usual_seconds_per_unit=self.speeds.usual_seconds(key, participant),
+                latest_seconds_per_unit=self.speeds.latest_seconds(key, participant),
             ), lag_limit))
         return participants
 
