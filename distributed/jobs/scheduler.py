@@ -36,7 +36,7 @@ class Participant:
 
     id: str
     seconds_per_unit: float
-    """What each unit is expected to take now: its estimate, or more while its current share lags."""
+    """What each unit is expected to take now: its estimate, or what it shows while it lags."""
     busy_until: float
     """When the shares it holds should be done (now, if it holds none)."""
     holding: int
@@ -183,12 +183,12 @@ def backups_now(shares: dict[int, Share], participants: list[Participant], now: 
     one copy at most. The shares expected last are copied first, each to the idle participant that
     would finish it soonest, and only when that is sooner than its lagging holder is expected to.
     """
-    lagging = [p for p in participants if p.lag >= backup_after]
+    behind = [p for p in participants if p.lag >= backup_after]
     idle = [p for p in participants if p.id in may_copy and p.holding == 0 and p.room > 0]
-    if not lagging or not idle:
+    if not behind or not idle:
         return []
     candidates = sorted(
-        ((finish, shares[index], holder) for holder in lagging for index, finish in holder.finishes
+        ((finish, shares[index], holder) for holder in behind for index, finish in holder.finishes
          if index in shares and shares[index].state == ShareState.RUNNING and len(shares[index].live_runs()) == 1),
         key=lambda item: (-item[0], item[1].index),
     )
