@@ -60,10 +60,11 @@ def participant_view(participant: str, seconds_per_unit: float, held: Sequence[t
     Shares are placed on it at `seconds_per_unit` (its estimate, optimistic while uncertain). Its
     current share started when its worker said so, else when it was handed out or the share before
     it was delivered (`free_since`), whichever came last; past its expected time, the share is guessed
-    to need as long again as it has overrun. It *lags* when it shows itself much slower than usual
-    (`usual_seconds_per_unit`, its own warm runs; else its estimate): its latest run
-    (`latest_seconds_per_unit`) took that long, or its current share has run that long; for a first
-    run of a workflow, judged against other first runs (`current_seconds_per_unit`). An overrun under
+    to need as long again as it has overrun; once its worker has run it, only the fetch is left. It
+    *lags* when it shows itself much slower than usual (`usual_seconds_per_unit`, its own warm runs;
+    else its estimate): its latest run (`latest_seconds_per_unit`) took that long, or its current
+    share has run that long; for a first run of a workflow, judged against other first runs
+    (`current_seconds_per_unit`). An overrun under
     LAG_FLOOR_SECONDS is no lag, nor an overrun of a guess (`has_basis` False: nobody has run the
     workflow). A lagging participant counts as that slow for everything it holds or would get.
     """
@@ -77,10 +78,13 @@ def participant_view(participant: str, seconds_per_unit: float, held: Sequence[t
     if held:
         index, run, units = held[0]
         began = run.started_at if run.started_at is not None else max(run.claimed_at, free_since)
-        elapsed = max(now - began, 0.0)
+        elapsed = run.ran_seconds if run.ran_seconds is not None else max(now - began, 0.0)
         started = run.started_at is not None and has_basis
         expected = (current_seconds_per_unit or speed) * units
-        busy = now + (elapsed - expected) if started and elapsed > expected else max(now, began + expected)
+        if run.ran_seconds is not None:
+            busy = now  # it has run; only its outputs are on their way
+        else:
+            busy = now + (elapsed - expected) if started and elapsed > expected else max(now, began + expected)
         reference = (current_seconds_per_unit or usual) * units
         if started and elapsed - reference >= LAG_FLOOR_SECONDS:
             lag = max(lag, elapsed / reference)

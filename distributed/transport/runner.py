@@ -152,6 +152,7 @@ class ShareRunner:
                     raise
                 except WorkerUnavailable as error:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
+            on_progress(ShareProgress(1, 1, None, ran=True))
             entry = await self._settled_history(client, prompt_id)
             if fast:
                 outputs = await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, work.audio_ids)
