@@ -14,7 +14,10 @@ Three figures (`--figure`):
 - `scale`: 16 workers, 96 shares. Prints the makespan against the ideal (96 / 16 units), and what
   the master pays: its CPU time per share (psutil, over a run without the probe below) and its worst
   event-loop stall (the slowest answer of `GET /distributed/identity`, polled every 20 ms from this
-  process during a second run; it includes ~1 ms of HTTP). Each stock worker takes about 1 GB.
+  process during a second run; it includes ~1 ms of HTTP). The workers' own CPU time is printed
+  too: on a small machine, 16 ComfyUIs (each running a full garbage collection after a prompt, at
+  most every 10 s, unless it runs this extension) can need more CPU than there is. Each stock worker
+  takes about 1 GB.
 
 The machine's load average is printed with each figure: on a shared machine, the figures measure
 other people's load too.
@@ -258,15 +261,19 @@ def figure_scale(args: argparse.Namespace) -> None:
         process = psutil.Process(master.process.pid)
         ideal = shares * args.unit / count
         print(f"scale: {shares} shares of {args.unit:g} s on {count} stock workers (master orchestrating); {load()}")
-        before = cpu_seconds(process)
+        worker_processes = [psutil.Process(w.process.pid) for w in workers.values() if w.process is not None]
+        before, workers_before = cpu_seconds(process), sum(cpu_seconds(w) for w in worker_processes)
         elapsed, job = run(master, sleep_prompt(args.unit, shares))
         spent = cpu_seconds(process) - before
+        workers_spent = sum(cpu_seconds(w) for w in worker_processes) - workers_before
         counts = Counter(share["participant"] for share in job["shares"])
         print(f"  ideal ({shares} x {args.unit:g} s / {count}):     {ideal:7.2f} s")
         duration = job["duration_s"]
         print(f"  run 1, shares:                {duration:7.2f} s  ({duration / ideal:.2f}x ideal), job start to last share")
         print(f"  run 1, prompt:                {elapsed:7.2f} s  ({elapsed / ideal:.2f}x ideal), queue to history")
         print(f"  master CPU per share:         {spent / shares * 1000:7.1f} ms  ({spent:.2f} s for the prompt, health checks included)")
+        print(f"  workers' CPU, all together:   {workers_spent:7.2f} s  ({workers_spent / elapsed:.2f} of the machine's"
+              f" {psutil.cpu_count()} cores for the whole run)")
         print(f"  shares per worker:            min {min(counts[n] for n in names)}, max {max(counts[n] for n in names)}")
         with LoopProbe(master) as probe:
             elapsed, job = run(master, sleep_prompt(args.unit, shares))

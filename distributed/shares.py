@@ -74,6 +74,8 @@ class ShareProgress:
     node: str | None = None
     done: int = 0
     total: int = 0
+    ran: bool = False
+    """The worker has finished running the share; its outputs are being fetched."""
 
     @classmethod
     def of(cls, value: Any, maximum: Any, node: Any, done: int = 0, total: int = 0) -> ShareProgress:
@@ -180,6 +182,9 @@ class ShareRun:
     """What the speed model expected the run to take when it was handed out."""
     started_at: float | None = None
     """When its worker reported the first event of it (it left the worker's queue)."""
+    ran_seconds: float | None = None
+    """How long its worker ran it, once it reported the end (its outputs are then being fetched):
+    the share's time, without the fetch or a worker's pause between prompts."""
     progress: ShareProgress | None = None
     state: RunState = RunState.RUNNING
     backup_reason: str | None = None

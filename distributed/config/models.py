@@ -69,9 +69,9 @@ class Settings(StrictModel):
     )
     backup_after: float = Field(
         3.0, ge=1.1, le=100,
-        description="How many times slower than its measured speed a worker must show itself (its running share, or the last "
-                    "it delivered) before the shares waiting in its queue go back to the line and its running share is "
-                    "copied to an idle worker. Below about 2.5, a stock worker's periodic garbage-collection pause may count.",
+        description="How many times slower than usual a worker must show itself (its running share, or its latest one), and "
+                    "2 s later at least, before the shares waiting in its queue go back to the line and its running share "
+                    "is copied to an idle worker.",
     )
     assign_timeout: float = Field(
         120.0, gt=0, le=86400,

@@ -30,7 +30,7 @@ class ShareRunning(Protocol):
         """Raises WorkerUnavailable (naming the worker and why) when the worker cannot deliver.
 
         `on_progress` is called first when the worker starts the share (it left the worker's queue),
-        then at each node and step."""
+        then at each node and step, and once with `ran` set when the worker has finished it."""
         ...
 
 

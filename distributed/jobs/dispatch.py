@@ -429,8 +429,12 @@ class Dispatcher:
     def _on_progress(self, job: Job, run: ShareRun, progress: ShareProgress) -> None:
         if run.state != RunState.RUNNING:
             return
+        now = self._clock()
         if run.started_at is None:
-            run.started_at = self._clock()
+            run.started_at = now
+        if progress.ran:
+            run.ran_seconds = now - run.started_at
+            return
         run.progress = progress
         self._publish(job, throttle=True)
 
@@ -462,7 +466,8 @@ class Dispatcher:
                 participant, seconds[participant], [(share.index, run, share.units) for share, run in held],
                 self._free_since.get(participant, 0.0), now, 1 if participant == MASTER else WINDOW,
                 has_basis=first_run is not None if cold else basis, current_seconds_per_unit=first_run if cold else None,
-                recent_seconds_per_unit=self.speeds.latest_seconds(key, participant),
+                usual_seconds_per_unit=self.speeds.usual_seconds(key, participant),
+                latest_seconds_per_unit=self.speeds.latest_seconds(key, participant),
             ), lag_limit))
         return participants
 
@@ -517,12 +522,13 @@ class Dispatcher:
             others = job.queue.deliver(share, run)
             self._stop(job, share, others, tasks, now)
             began = run.started_at if run.started_at is not None else max(run.claimed_at, self._free_since.get(worker.id, 0.0))
+            seconds = run.ran_seconds if run.ran_seconds is not None else now - began
             plan = job.plan
             warm = bool(result.cached_nodes & plan.shared_nodes) if plan.shared_nodes else self.speeds.has_run(plan.workflow_key, worker.id)
-            self.speeds.observe(plan.workflow_key, worker.id, now - began, share.units, warm=warm)
+            self.speeds.observe(plan.workflow_key, worker.id, seconds, share.units, warm=warm)
             self._free_since[worker.id] = now
             copy = " (its copy came first)" if run.backup_reason else ""
-            logger.info("Job %s: share %d delivered by %s in %.2f s%s", job.job_id, share.index, worker.name, now - began, copy)
+            logger.info("Job %s: share %d delivered by %s, run in %.2f s%s", job.job_id, share.index, worker.name, seconds, copy)
             self._reject_mismatched(job)
         else:
             cause = error.cause if isinstance(error, WorkerUnavailable) else f"unexpected error: {error!r}"

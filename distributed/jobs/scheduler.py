@@ -25,6 +25,9 @@ from ..shares import RunState, Share, ShareRun, ShareState
 WINDOW = 2
 """Shares a worker may hold: one running and one waiting in its ComfyUI queue, hiding the gap
 between two shares (result download, next submit) without hoarding work."""
+LAG_FLOOR_SECONDS = 2.0
+"""A participant lags only when it is this much later than usual too: the few hundred milliseconds
+of a short share's fetch or a stock worker's garbage-collection pause are no lag."""
 
 
 @dataclass(frozen=True)
@@ -33,14 +36,14 @@ class Participant:
 
     id: str
     seconds_per_unit: float
-    """What each unit is expected to take now: its estimate, or more while its current share lags."""
+    """What each unit is expected to take now: its estimate, or what it shows while it lags."""
     busy_until: float
     """When the shares it holds should be done (now, if it holds none)."""
     holding: int
     window: int = WINDOW
     lag: float = 0.0
-    """How many times slower than the speed model expects it shows itself (its current share, or the
-    last it delivered); 0 when it is not slower."""
+    """How many times slower than usual it shows itself (its current share, or its latest run); 0
+    when it does not lag."""
     finishes: tuple[tuple[int, float], ...] = ()
     """(share index, expected finish) of each share it holds, in the order it runs them."""
 
@@ -50,36 +53,42 @@ class Participant:
 
 
 def participant_view(participant: str, seconds_per_unit: float, held: Sequence[tuple[int, ShareRun, int]], free_since: float,
-                     now: float, window: int = WINDOW, has_basis: bool = True,
-                     current_seconds_per_unit: float | None = None, recent_seconds_per_unit: float | None = None) -> Participant:
+                     now: float, window: int = WINDOW, has_basis: bool = True, current_seconds_per_unit: float | None = None,
+                     usual_seconds_per_unit: float | None = None, latest_seconds_per_unit: float | None = None) -> Participant:
     """The participant as the scheduler sees it, from what it holds: (share index, run, units) in claim order.
 
-    Its current share started when its worker said so, else when it was handed out or the share
-    before it was delivered (`free_since`), whichever came last. The speed model expects
-    `seconds_per_unit`, or `current_seconds_per_unit` for its current share when given (a first run,
-    judged against other first runs); what it shows counts too: a warm share it delivered lately
-    (`recent_seconds_per_unit`) or its current share running past its expected time make it at least
-    that slow, for the current share (guessed to need as long again as it has overrun) and those
-    behind it. Its lag is how many times slower than expected it shows itself. `has_basis` is False
-    while the expectation is a guess (nobody has run the workflow yet): an overrun of a guess says
-    nothing about the participant.
+    Shares are placed on it at `seconds_per_unit` (its estimate, optimistic while uncertain). Its
+    current share started when its worker said so, else when it was handed out or the share before
+    it was delivered (`free_since`), whichever came last; past its expected time, the share is guessed
+    to need as long again as it has overrun; once its worker has run it, only the fetch is left. It
+    *lags* when it shows itself much slower than usual (`usual_seconds_per_unit`, its own warm runs;
+    else its estimate): its latest run (`latest_seconds_per_unit`) took that long, or its current
+    share has run that long; for a first run of a workflow, judged against other first runs
+    (`current_seconds_per_unit`). An overrun under
+    LAG_FLOOR_SECONDS is no lag, nor an overrun of a guess (`has_basis` False: nobody has run the
+    workflow). A lagging participant counts as that slow for everything it holds or would get.
     """
-    speed = max(seconds_per_unit, recent_seconds_per_unit or 0.0)
-    lag = speed / seconds_per_unit if speed > seconds_per_unit else 0.0
+    usual = usual_seconds_per_unit or seconds_per_unit
+    speed, lag = seconds_per_unit, 0.0
+    latest = latest_seconds_per_unit
+    if latest is not None and latest - usual >= LAG_FLOOR_SECONDS:
+        lag, speed = latest / usual, max(speed, latest)
     busy = now
     finishes: list[tuple[int, float]] = []
     if held:
         index, run, units = held[0]
         began = run.started_at if run.started_at is not None else max(run.claimed_at, free_since)
-        elapsed = max(now - began, 0.0)
-        reference = (current_seconds_per_unit or seconds_per_unit) * units
-        expected = max(reference, speed * units) if current_seconds_per_unit is None else reference
-        if elapsed > expected and run.started_at is not None and has_basis:
+        elapsed = run.ran_seconds if run.ran_seconds is not None else max(now - began, 0.0)
+        started = run.started_at is not None and has_basis
+        expected = (current_seconds_per_unit or speed) * units
+        if run.ran_seconds is not None:
+            busy = now  # it has run; only its outputs are on their way
+        else:
+            busy = now + (elapsed - expected) if started and elapsed > expected else max(now, began + expected)
+        reference = (current_seconds_per_unit or usual) * units
+        if started and elapsed - reference >= LAG_FLOOR_SECONDS:
             lag = max(lag, elapsed / reference)
             speed = max(speed, elapsed / units)
-            busy = now + (elapsed - expected)
-        else:
-            busy = max(now, began + expected)
         finishes.append((index, busy))
         for index, _, units in held[1:]:
             busy += speed * units
@@ -178,12 +187,12 @@ def backups_now(shares: dict[int, Share], participants: list[Participant], now: 
     one copy at most. The shares expected last are copied first, each to the idle participant that
     would finish it soonest, and only when that is sooner than its lagging holder is expected to.
     """
-    lagging = [p for p in participants if p.lag >= backup_after]
+    behind = [p for p in participants if p.lag >= backup_after]
     idle = [p for p in participants if p.id in may_copy and p.holding == 0 and p.room > 0]
-    if not lagging or not idle:
+    if not behind or not idle:
         return []
     candidates = sorted(
-        ((finish, shares[index], holder) for holder in lagging for index, finish in holder.finishes
+        ((finish, shares[index], holder) for holder in behind for index, finish in holder.finishes
          if index in shares and shares[index].state == ShareState.RUNNING and len(shares[index].live_runs()) == 1),
         key=lambda item: (-item[0], item[1].index),
     )

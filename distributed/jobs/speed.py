@@ -117,6 +117,12 @@ class SpeedModel:
             self.observe(workflow_key, participant, seconds, units, warm=True)
         record.latest = (per_unit, self._clock())
 
+    def usual_seconds(self, workflow_key: str, participant: str) -> float | None:
+        """The participant's own warm figure (certain or not), seconds per unit, or None before its
+        first warm run: what is usual for it, whatever the scheduler assumes while measuring it."""
+        record = self._records.get(workflow_key, {}).get(participant)
+        return record.seconds if record is not None else None
+
     def latest_seconds(self, workflow_key: str, participant: str) -> float | None:
         """Seconds per unit of the participant's latest warm run (or of one stopped after that long)
         in the last `HALF_LIFE_SECONDS`: what it shows now, beside its estimate."""

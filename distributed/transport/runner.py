@@ -169,6 +169,7 @@ class ShareRunner:
                     raise
                 except WorkerUnavailable as error:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
+            on_progress(ShareProgress(1, 1, None, watch.count.total, watch.count.total, ran=True))
             entry = await self._settled_history(client, prompt_id, client_id)
             if fast:
                 outputs = await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, limits, work.audio_ids)

@@ -45,6 +45,10 @@ class RunCall:
     def start(self) -> None:
         self.on_progress(ShareProgress(0, 1, None))
 
+    def ran(self) -> None:
+        """The worker reports the end of the run; its outputs are fetched next."""
+        self.on_progress(ShareProgress(1, 1, None, ran=True))
+
     def deliver(self, collector_id: str = "4", cached: tuple[str, ...] = ("2",), image: np.ndarray | None = None) -> None:
         image = image if image is not None else np.full((1, 2, 2, 3), self.share_index / 255.0, dtype=np.float32)
         self.result.set_result(ShareResult({collector_id: image}, frozenset(cached)))

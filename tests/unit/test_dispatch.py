@@ -335,6 +335,22 @@ async def test_a_worker_turned_slow_gives_back_its_waiting_share_and_has_its_run
     assert {index: share.participant for index, share in job.queue.shares.items()} == dict.fromkeys(range(6), "b")
 
 
+async def test_a_shares_time_is_the_workers_run_without_the_fetch(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, ["a"], participate=False)
+    job = await rig.started(shares=1)
+    await rig.calls(1)
+    call = rig.runner.on("a")
+    assert call is not None
+    call.start()
+    rig.clock.advance(2.0)
+    call.ran()
+    rig.clock.advance(5.0)  # a slow download, or the worker's garbage collection holding its server
+    call.deliver()
+    await asyncio.wait_for(rig.collect(job), 5)
+
+    assert job.plan is not None and rig.dispatcher.speeds.latest_seconds(job.plan.workflow_key, "a") == 2.0
+
+
 # --- what the job says ------------------------------------------------------------------------------
 
 

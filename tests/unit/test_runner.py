@@ -153,7 +153,7 @@ async def served(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterato
 
 
 @pytest.mark.parametrize("served", [runs_to_the_end], indirect=True)
-async def test_a_share_reports_its_start_then_its_steps_and_what_the_worker_took_from_its_cache(
+async def test_a_share_reports_its_start_its_steps_its_end_and_what_the_worker_took_from_its_cache(
     served: tuple[FakeWorker, Setup],
 ) -> None:
     fake, setup = served
@@ -162,8 +162,9 @@ async def test_a_share_reports_its_start_then_its_steps_and_what_the_worker_took
     result = await asyncio.wait_for(setup.runner.run(WORK, setup.worker, 1, progress.append), 10)
 
     assert progress[0] == ShareProgress(0, 1, None)
-    assert progress[1:] == [ShareProgress(0, 1, None, 1, 3), ShareProgress(0, 1, "3", 1, 3),
-                            ShareProgress(1, 2, "3", 1, 3), ShareProgress(2, 2, "3", 1, 3)]
+    assert progress[1:-1] == [ShareProgress(0, 1, None, 1, 3), ShareProgress(0, 1, "3", 1, 3),
+                              ShareProgress(1, 2, "3", 1, 3), ShareProgress(2, 2, "3", 1, 3)]
+    assert progress[-1].ran and progress[-1].fraction == 1.0  # the worker is done; the fetch follows
     assert result.cached_nodes == {"2"}
     assert result.outputs["4"].shape == (1, 4, 6, 3)
     assert fake.submitted[0]["client_id"].startswith("distributed-m1-")

@@ -83,7 +83,7 @@ def test_a_participant_past_its_expected_time_is_judged_at_least_as_slow_as_it_s
 
 def test_a_participant_whose_last_share_took_five_times_longer_is_judged_that_slow() -> None:
     view = participant_view("a", 1.0, [_held(1, "a", 0.0, 1.0), _held(2, "a", 0.0, None)], free_since=0.0, now=2.0,
-                            recent_seconds_per_unit=5.0)
+                            latest_seconds_per_unit=5.0)
     assert view.lag == 5.0 and view.seconds_per_unit == 5.0
     assert view.finishes == ((1, 6.0), (2, 11.0))
 
@@ -93,7 +93,7 @@ def test_a_queued_share_of_a_lagging_participant_is_copied_to_an_idle_one() -> N
     queue = ShareQueue([running, queued])
     queue.claim(queued, "slow", 0.0, 1.0)
     slow = participant_view("slow", 1.0, [(1, running.runs[0], 1), (2, queued.runs[0], 1)], free_since=0.0, now=0.5,
-                            recent_seconds_per_unit=5.0)
+                            latest_seconds_per_unit=5.0)
     backups = backups_now(queue.shares, [slow, _idle("fast")], now=0.5, backup_after=2.0, may_copy=["fast"])
     assert [(b.share.index, b.participant) for b in backups] == [(2, "fast")]
 
@@ -108,6 +108,18 @@ def test_a_lagging_participant_gives_back_the_shares_waiting_in_its_queue_and_ho
     assert lagging(slow, 2.0).window == 1 and lagging(slow, 4.0).window == 2
     queued.runs[0].started_at = 3.0
     assert withdrawals_now(queue.shares, [slow], lag_limit=2.0) == []  # started: only a copy can race it
+
+
+def test_a_few_hundred_milliseconds_late_is_no_lag_however_short_the_share() -> None:
+    view = participant_view("a", 0.2, [_held(1, "a", 0.0, 0.0)], free_since=0.0, now=1.5)
+    assert view.lag == 0.0 and view.window == 2
+
+
+def test_a_participant_slow_by_its_own_measure_does_not_lag_while_it_is_measured_optimistically() -> None:
+    """Its own warm runs take 4 s: placed as fast as the fastest (1 s) until certain, but no lag at 4 s."""
+    view = participant_view("b", 1.0, [_held(1, "b", 0.0, 0.0)], free_since=0.0, now=4.0,
+                            usual_seconds_per_unit=4.0, latest_seconds_per_unit=4.0)
+    assert view.lag == 0.0
 
 
 def test_an_overrun_of_a_guess_is_no_lag() -> None:

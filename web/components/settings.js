@@ -20,8 +20,8 @@ const NUMBER_SETTINGS = [
   },
   {
     name: "backup_after",
-    label: "Copy a lagging share after (× expected time)",
-    hint: "A share running this many times longer than its worker's speed predicts is copied to an idle worker.",
+    label: "A worker lags when slower than usual by (×)",
+    hint: "A worker this many times slower than usual keeps only the share it runs, which may be copied to an idle worker.",
   },
   {
     name: "assign_timeout",
