@@ -19,6 +19,7 @@ from aiohttp import web
 
 from .api.access import AccessPolicy
 from .api.config import add_config_routes
+from .api.identity import add_identity_route
 from .api.inventory import add_inventory_routes
 from .api.jobs import add_job_routes
 from .api.processes import add_process_routes
@@ -69,15 +70,17 @@ class DistributedApp:
         self._policy = AccessPolicy.from_environ(environ, cors_enabled, lambda: self.registry.snapshot().master.allowed_hosts)
         self.events = Events(server.send)
         self.clients = ClientPool(lambda: self.registry.snapshot().settings.max_answer_mib << 20)
-        self.health = HealthMonitor(self.registry, self.clients, self.events)
         state_dir = Path(environ.get(STATE_DIR_ENV) or paths.user_dir / "distributed-gpu")
-        owner = ShareOwner.load(state_dir)
+        owner = self.owner = ShareOwner.load(state_dir)
+        self.health = HealthMonitor(self.registry, self.clients, self.events, master_id=owner.master_id)
         self._orphans = OrphanSweeper(owner, self.registry, self.health, self.clients)
         self._runner = ShareRunner(self.registry, self.clients, owner, paths.input_dir)
-        self.dispatcher = Dispatcher(self.registry, self.health, self.events, self._runner, master_prompt_ended=server.prompt_ended)
+        self.dispatcher = Dispatcher(self.registry, self.health, self.events, self._runner, master_prompt_ended=server.prompt_ended,
+                                     master_queue=server.master_queue)
         self.router = PromptRouter(self.registry, self.health, self._runner, server.master_queue, server.prompt_ended)
         self.arguments = ArgumentReader(comfy_parser)
         self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port, paths.device)
+        self._master_port = paths.port
         self.views = RegistryViews(
             self.registry, status_json=lambda worker_id: self.health.status(worker_id).as_json(),
             relative_speed=self.dispatcher.speeds.latest_relative_speed,
@@ -95,7 +98,9 @@ class DistributedApp:
         exit_cleanly_on_sigterm()
         self._server.add_on_prompt_handler(PromptHook(self.registry, self.dispatcher, self.router, is_output_node))
         routes, policy = self._server.routes, self._policy
-        add_worker_routes(routes, policy, self.registry, self.views, self.arguments, self._removed, test_connection)
+        add_worker_routes(routes, policy, self.registry, self.views, self.arguments, self._removed, test_connection,
+                          master_port=self._master_port)
+        add_identity_route(routes, self.owner.master_id)
         add_config_routes(routes, policy, self.registry, self.views.snapshot)
         add_job_routes(routes, policy, self.dispatcher, self.dispatcher.speeds)
         add_process_routes(routes, policy, self.fleet.processes, self.registry.worker,
@@ -107,7 +112,8 @@ class DistributedApp:
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
         await self.fleet.start()
         tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self.registry.watch()),
-                 asyncio.ensure_future(self.router.serve()), asyncio.ensure_future(self._orphans.run())]
+                 asyncio.ensure_future(self.router.serve()), asyncio.ensure_future(self._orphans.run()),
+                 asyncio.ensure_future(self.dispatcher.sweep_forever())]
         yield
         for task in tasks:
             task.cancel()

@@ -13,6 +13,7 @@ says which participant failed and why, without digging through logs.
     │   ├── WorkerRejected         the worker's /prompt answered 400 (missing node or model)
     │   ├── WorkerFailed           the worker ran the share and reported an execution error
     │   ├── WorkerLost             the worker died, froze or dropped the connection mid-run
+    │   │   └── WorkerStalled      the worker answers, but its share shows no progress (hung in a node)
     │   └── BadResult              the worker answered with something that is not a valid result
     ├── ProcessError               a local worker could not be launched or controlled
     ├── JobFailed                  no participant could deliver a share; the prompt fails
@@ -82,6 +83,10 @@ class WorkerFailed(WorkerUnavailable):
 
 class WorkerLost(WorkerUnavailable):
     """Raised when a worker dies, freezes or drops its connection while running a share."""
+
+
+class WorkerStalled(WorkerLost):
+    """Raised when a worker's share shows no execution or progress event for the stall time."""
 
 
 class BadResult(WorkerUnavailable):

@@ -21,6 +21,7 @@ WORKER_STATUS = "distributed.worker_status"
 JOB_UPDATE = "distributed.job_update"
 SHARE_REASSIGNED = "distributed.share_reassigned"
 WORKER_SKIPPED = "distributed.worker_skipped"
+SHARE_COPIED = "distributed.share_copied"
 MODEL_COPY = "distributed.model_copy"
 
 
@@ -41,6 +42,10 @@ class Events:
 
     def share_reassigned(self, job_id: str, share_index: int, from_worker: str, reason: str) -> None:
         self._emit(SHARE_REASSIGNED, {"job_id": job_id, "share_index": share_index, "from_worker": from_worker, "reason": reason})
+
+    def share_copied(self, job_id: str, share_index: int, to_worker: str, from_worker: str, reason: str) -> None:
+        self._emit(SHARE_COPIED, {"job_id": job_id, "share_index": share_index, "to_worker": to_worker,
+                                  "from_worker": from_worker, "reason": reason})
 
     def worker_skipped(self, job_id: str, worker_id: str, reason: str) -> None:
         self._emit(WORKER_SKIPPED, {"job_id": job_id, "worker_id": worker_id, "reason": reason})

@@ -7,6 +7,7 @@ They sit at the bottom of the package so that `jobs/` (which plans and schedules
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,8 @@ class ShareProgress:
     node: str | None = None
     done: int = 0
     total: int = 0
+    ran: bool = False
+    """The worker has finished running the share; its outputs are being fetched."""
 
     @classmethod
     def of(cls, value: Any, maximum: Any, node: Any, done: int = 0, total: int = 0) -> ShareProgress:
@@ -94,15 +97,19 @@ class ShareProgress:
 
 
 class NodeCount:
-    """Counts the nodes of one prompt as their events arrive, for ShareProgress.done."""
+    """Counts the nodes of one prompt as their events arrive, for ShareProgress.done. Only the prompt's
+    own node ids count: a worker that names other nodes cannot push `done` past `total`."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self, nodes: Collection[str]) -> None:
+        self._nodes = frozenset(nodes)
+        self.total = len(self._nodes)
         self._finished: set[str] = set()
         self._running: str | None = None
         self._value, self._max = 0, 1
 
     def started(self, node: str) -> ShareProgress:
+        if node not in self._nodes:
+            return self._now()
         if self._running is not None and self._running != node:
             self._finished.add(self._running)
         self._running, self._value, self._max = node, 0, 1
@@ -111,6 +118,8 @@ class NodeCount:
     def stepped(self, node: str | None, value: Any, maximum: Any) -> ShareProgress:
         if node is not None and node != self._running:
             self.started(node)
+        if node is not None and node not in self._nodes:
+            return self._now()
         progress = ShareProgress.of(value, maximum, node)
         self._value, self._max = progress.value, progress.max
         return self._now()
@@ -118,10 +127,12 @@ class NodeCount:
     def cached(self, nodes: Any) -> ShareProgress:
         """Nodes ComfyUI took from its cache count as done."""
         if isinstance(nodes, list):
-            self._finished.update(str(node) for node in nodes if isinstance(node, str | int))
+            self._finished.update(str(node) for node in nodes if isinstance(node, str | int) and str(node) in self._nodes)
         return self._now()
 
     def finished(self, node: str) -> ShareProgress:
+        if node not in self._nodes:
+            return self._now()
         self._finished.add(node)
         if self._running == node:
             self._running, self._value, self._max = None, 0, 1
@@ -131,6 +142,17 @@ class NodeCount:
         return ShareProgress(self._value, self._max, self._running, len(self._finished), self.total)
 
 
+@dataclass(frozen=True)
+class ShareResult:
+    """What a worker delivered for one share, with what its run says about the worker's state."""
+
+    outputs: dict[str, ShareOutput]
+    """Collector node id -> that collector's output."""
+    cached_nodes: frozenset[str] = frozenset()
+    """Nodes the worker reused from its cache instead of running them: a worker that reused the
+    seed-independent part of the graph (the model loaders) ran warm."""
+
+
 class ShareState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -138,20 +160,76 @@ class ShareState(enum.StrEnum):
     FAILED = "failed"
 
 
+class RunState(enum.StrEnum):
+    """How one copy of a share ended (or that it still runs)."""
+
+    RUNNING = "running"
+    WON = "won"
+    """Delivered first: its output is the share's."""
+    CANCELLED = "cancelled"
+    """Stopped because the other copy delivered first, or its participant failed another share."""
+    FAILED = "failed"
+
+
+@dataclass
+class ShareRun:
+    """One copy of a share on one participant. A share has one run, and a second while a backup copy
+    races a participant that lags far behind what its speed predicted."""
+
+    participant: str
+    claimed_at: float
+    expected_seconds: float
+    """What the speed model expected the run to take when it was handed out."""
+    started_at: float | None = None
+    """When its worker reported the first event of it (it left the worker's queue)."""
+    ran_seconds: float | None = None
+    """How long its worker ran it, once it reported the end (its outputs are then being fetched):
+    the share's time, without the fetch or a worker's pause between prompts."""
+    progress: ShareProgress | None = None
+    state: RunState = RunState.RUNNING
+    backup_reason: str | None = None
+    """Set on a backup copy: why it was started ("Studio PC is 4x slower than usual")."""
+    cold: bool = False
+    """The participant's first run of the workflow: it probably loads models, so it is judged against
+    other first runs, and what it shows says nothing of its warm speed."""
+
+
 @dataclass
 class Share:
-    """One unit of a job, rendered by exactly one participant in the end. Lives on the server loop."""
+    """One unit of a job, delivered by exactly one participant in the end. Lives on the server loop."""
 
     index: int
     batch: BatchSlice | None = None
     """Split mode: the slice of the single-instance batch this share renders."""
+    intended: str | None = None
+    """Fan-out: the participant this share was dealt to (it goes elsewhere only if that one cannot take it)."""
     state: ShareState = ShareState.PENDING
-    participant: str | None = None
-    claimed_at: float | None = None
+    runs: list[ShareRun] = field(default_factory=list)
+    """Every copy handed out, oldest first; those still RUNNING are the share's live copies."""
+    delivered_by: str | None = None
     attempts: list[str] = field(default_factory=list)
     """One line per failed attempt: "worker 'x': cause"."""
-    progress: ShareProgress | None = None
 
     @property
     def units(self) -> int:
         return self.batch.length if self.batch else 1
+
+    def live_runs(self) -> list[ShareRun]:
+        return [run for run in self.runs if run.state == RunState.RUNNING]
+
+    def run_of(self, participant: str) -> ShareRun | None:
+        """The live copy on `participant`, if any."""
+        return next((run for run in self.live_runs() if run.participant == participant), None)
+
+    @property
+    def participant(self) -> str | None:
+        """Who delivered the share, else who runs its first live copy."""
+        if self.delivered_by is not None:
+            return self.delivered_by
+        live = self.live_runs()
+        return live[0].participant if live else None
+
+    @property
+    def progress(self) -> ShareProgress | None:
+        live = self.live_runs()
+        return live[0].progress if live else None

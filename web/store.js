@@ -12,6 +12,7 @@ const JOB_EVENTS = {
   workerStatus: "distributed.worker_status",
   jobUpdate: "distributed.job_update",
   shareReassigned: "distributed.share_reassigned",
+  shareCopied: "distributed.share_copied",
   workerSkipped: "distributed.worker_skipped",
   modelCopy: "distributed.model_copy",
 };
@@ -53,6 +54,7 @@ export class DistributedStore extends EventTarget {
       [JOB_EVENTS.workerStatus]: (event) => this.applyWorkerStatus(event.detail),
       [JOB_EVENTS.jobUpdate]: (event) => this.applyJobUpdate(event.detail),
       [JOB_EVENTS.shareReassigned]: (event) => this.onShareReassigned(event.detail),
+      [JOB_EVENTS.shareCopied]: (event) => this.onShareCopied(event.detail),
       [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
       [JOB_EVENTS.modelCopy]: (event) => this.applyModelCopy(event.detail),
       reconnected: () => this.refresh(),
@@ -254,6 +256,10 @@ export class DistributedStore extends EventTarget {
 
   onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {
     this.notify("warn", `Share ${Number(shareIndex) + 1} re-run elsewhere`, `${this.participantName(from)}: ${reason ?? "no reason given"}`);
+  }
+
+  onShareCopied({ share_index: shareIndex, to_worker: to, reason } = {}) {
+    this.notify("info", `Share ${Number(shareIndex) + 1} copied to ${this.participantName(to)}`, reason ?? "");
   }
 
   onWorkerSkipped({ worker_id: workerId, reason } = {}) {

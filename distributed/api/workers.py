@@ -44,9 +44,11 @@ def add_worker_routes(
     arguments: ArgumentReader,
     removed: Callable[[WorkerConfig], Awaitable[None]],
     test_connection: Callable[[WorkerConfig], Awaitable[dict[str, Any]]],
+    master_port: int | None = None,
 ) -> None:
     """Adds the routes. `removed` runs after a worker was removed from the registry (stops its
-    process, drops its connections); `test_connection` checks a worker through the master."""
+    process, drops its connections); `test_connection` checks a worker through the master.
+    `master_port` is the master's own port, which no local worker may take."""
     guard, reader = policy.guard, policy.reader
 
     @routes.get("/distributed/workers")
@@ -65,7 +67,7 @@ def add_worker_routes(
         def add(config: RegistryFile) -> RegistryFile:
             if config.worker(worker_id) is not None:
                 raise ConfigError(f"id: a worker with id '{worker_id}' exists already", field="id")
-            config.workers.append(validated_worker(worker_id, fields))
+            config.workers.append(not_the_master(validated_worker(worker_id, fields), master_port))
             return config
 
         registry.update(add)
@@ -85,7 +87,8 @@ def add_worker_routes(
             current = config.workers[index]
             if changes.get("extra_args") is not None:
                 arguments.check_added(changes["extra_args"], current.extra_args)
-            config.workers[index] = validated_worker(worker_id, {**current.model_dump(), **keep_masked_secrets(current, changes)})
+            changed = validated_worker(worker_id, {**current.model_dump(), **keep_masked_secrets(current, changes)})
+            config.workers[index] = not_the_master(changed, master_port)
             return config
 
         registry.update(edit)
@@ -120,6 +123,13 @@ def add_worker_routes(
         if saved is not None:  # editing a saved worker: its masked secrets stand for the stored ones
             fields = keep_masked_secrets(saved, fields)
         return web.json_response(await test_connection(validated_worker("unsaved", fields)))
+
+
+def not_the_master(worker: WorkerConfig, master_port: int | None) -> WorkerConfig:
+    """Refuses a local worker on the master's own port: it would be the master itself."""
+    if worker.type == "local" and master_port is not None and worker.port == master_port:
+        raise ConfigError(f"port: {master_port} is the master's own port; a local worker needs a port of its own", field="port")
+    return worker
 
 
 def validated_worker(worker_id: str, fields: dict[str, Any]) -> WorkerConfig:

@@ -83,11 +83,13 @@ class JobBridge:
         """The job's latest progress as the loop published it (no crossing: a thread-safe read)."""
         return self._dispatcher.progress.read(job_id)
 
-    def deliver_master_share(self, job_id: str, index: int, collector_id: str, result: ShareOutput,
-                             last: bool, token: str) -> CollectorOutcome | None:
-        """A share the master rendered itself (no worker could) is in, for one collector; after the
-        last one, the collector's outcome. `token` is the one the job's expansion carries."""
-        return run_on_loop(self._loop, self._dispatcher.deliver_from_master(job_id, index, collector_id, result, last, token))
+    def deliver_master_share(self, job_id: str, index: int, collector_id: str, result: ShareOutput, last: bool, token: str,
+                             is_interrupted: Callable[[], bool], on_tick: Callable[[], None]) -> CollectorOutcome | None:
+        """A share the master rendered itself is in, for one collector; after the last one of an
+        expansion, the collector's next outcome (waiting, like `collector_outcome`, for the workers).
+        `token` is the one the job's expansion carries."""
+        delivery = self._dispatcher.deliver_from_master(job_id, index, collector_id, result, last, token)
+        return run_on_loop(self._loop, delivery, is_interrupted, on_tick)
 
     def release_job(self, job_id: str, collector_id: str) -> None:
         """The collector has its images: the job may drop them."""

@@ -8,6 +8,7 @@ same custom nodes), the bridge is unbound and a collector passes its input throu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import comfy.model_management
@@ -176,19 +177,25 @@ class DistributedMasterShare:
         }
 
     def deliver(self, job_id: str, collector_id: str, share_index: int, last: bool, token: str, after: Any = None,
-                **output: Any) -> tuple[Any]:
+                **output: Any) -> Any:
         bridge = bound()
         if bridge is None:
             raise RuntimeError(f"{self.TITLE}: this ComfyUI is not a distributed master")
         produced = output[self.KIND]
         result = (AudioClip(waveform_of(produced), int(produced["sample_rate"])) if self.KIND == "audio"
                   else produced.detach().float().cpu().numpy())
+        progress = comfy.utils.ProgressBar(1, node_id=collector_id)
         try:
-            outcome = bridge.deliver_master_share(job_id, share_index, collector_id, result, last, token)
+            outcome = bridge.deliver_master_share(job_id, share_index, collector_id, result, last, token, interrupted,
+                                                  progress_reporter(bridge, job_id, progress))
+        except Interrupted:
+            raise comfy.model_management.InterruptProcessingException() from None
         except DistributedError as error:
             raise as_node_error(self.TITLE, error) from None
         if outcome is None:
             return (produced,)
+        if outcome.fallback is not None:
+            return {"result": ([outcome.fallback.last_node, 0],), "expand": outcome.fallback.graph}
         return (join(bridge, job_id, collector_id, self.KIND, outcome, outcome.master_part),)
 
 
@@ -205,18 +212,24 @@ def wait_for_shares(bridge: JobBridge, job_id: str, collector_id: str, master_sh
                     master_part: Any, title: str) -> CollectorOutcome:
     """Waits for every remote share of the job, showing progress on the collector node."""
     progress = comfy.utils.ProgressBar(1, node_id=collector_id)
+    try:
+        return bridge.collector_outcome(job_id, collector_id, master_shape, master_part, interrupted,
+                                        progress_reporter(bridge, job_id, progress))
+    except Interrupted:
+        raise comfy.model_management.InterruptProcessingException() from None
+    except DistributedError as error:
+        raise as_node_error(title, error) from None
+
+
+def progress_reporter(bridge: JobBridge, job_id: str, progress: Any) -> Callable[[], None]:
+    """Shows the job's shares done on a node's progress bar, when called."""
 
     def report() -> None:
         latest = bridge.job_progress(job_id)
         if latest is not None and latest.total:
             progress.update_absolute(latest.done, latest.total)
 
-    try:
-        return bridge.collector_outcome(job_id, collector_id, master_shape, master_part, interrupted, report)
-    except Interrupted:
-        raise comfy.model_management.InterruptProcessingException() from None
-    except DistributedError as error:
-        raise as_node_error(title, error) from None
+    return report
 
 
 def join(bridge: JobBridge, job_id: str, collector_id: str, kind: str, outcome: CollectorOutcome, mine: Any) -> Any:

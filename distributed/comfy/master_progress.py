@@ -26,7 +26,7 @@ class MasterShareProgress(ProgressHandler):
         self._bridge = bridge
         self._job_id = job_id
         self._nodes = frozenset(share_nodes)
-        self._count = NodeCount(len(self._nodes))
+        self._count = NodeCount(self._nodes)
 
     def start_handler(self, node_id, state, prompt_id) -> None:  # type: ignore[no-untyped-def]
         if str(node_id) in self._nodes:

@@ -17,6 +17,7 @@ from comfy.cli_args import parser as comfy_parser
 
 from ... import nodes
 from ..api.access import AccessPolicy
+from ..api.identity import add_identity_route
 from ..app import DistributedApp
 from ..workers.local.command import WORKER_ID_ENV
 from ..workers.lock import WORKER_TOKEN_ENV, worker_guard, worker_token
@@ -50,4 +51,6 @@ def start(server: Any) -> tuple[dict[str, type], dict[str, str]]:
                                      cors_enabled=comfy_args.enable_cors_header is not None)
         application.install()
         bridge.bind(application.bridge)
+    else:
+        add_identity_route(server.routes, None)  # a worker: a master probing it learns it is not itself
     return classes, names

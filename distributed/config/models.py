@@ -53,12 +53,30 @@ class Settings(StrictModel):
 
     worker_timeout: float = Field(
         30.0, gt=0, le=3600,
-        description="Seconds a worker running a share may stay silent (no progress, no heartbeat) before its share is re-run elsewhere.",
+        description="Seconds a worker running a share may leave its websocket heartbeat unanswered (frozen, cut off) "
+                    "before its share is re-run elsewhere.",
+    )
+    stall_timeout: float = Field(
+        300.0, gt=0, le=86400,
+        description="Seconds a share may show no execution or progress event from its worker (hung inside a node while "
+                    "its server still answers) before the worker is treated as failed for it and the share re-run "
+                    "elsewhere. Raise it for nodes that run longer than this without reporting progress.",
+    )
+    backup_tasks: bool = Field(
+        True,
+        description="When a worker runs a share far longer than its measured speed predicts and another worker is idle, "
+                    "start a copy of the share there; the first result wins and the other copy is stopped.",
+    )
+    backup_after: float = Field(
+        3.0, ge=1.1, le=100,
+        description="How many times slower than usual a worker must show itself (its running share, or its latest one), and "
+                    "2 s later at least, before the shares waiting in its queue go back to the line and its running share "
+                    "is copied to an idle worker.",
     )
     assign_timeout: float = Field(
         120.0, gt=0, le=86400,
-        description="Seconds a share may wait for a worker able to run it; then the master renders it, "
-                    "if it takes part, or the prompt fails.",
+        description="Seconds a share may wait with no participant able to run it before the prompt fails, when the master "
+                    "only orchestrates. A master that takes part renders such shares itself.",
     )
     health_interval: float = Field(2.0, ge=0.2, le=300, description="Seconds between health checks of an online worker.")
     auto_launch: bool = Field(False, description="Start enabled local workers together with the master.")

@@ -11,11 +11,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..config.models import WorkerConfig
-from ..shares import ShareOutput, ShareProgress, ShareWork
+from ..shares import ShareProgress, ShareResult, ShareWork
 from ..workers.status import WorkerStatus
 
 Clock = Callable[[], float]
 """Seconds on a monotonic clock (time.monotonic)."""
+
+MasterQueue = Callable[[], tuple[list[str], list[str]]]
+"""(running prompt ids, pending prompt ids in execution order) of the master's ComfyUI queue."""
 
 
 class ShareRunning(Protocol):
@@ -23,8 +26,11 @@ class ShareRunning(Protocol):
 
     async def run(
         self, work: ShareWork, worker: WorkerConfig, share_index: int, on_progress: Callable[[ShareProgress], None],
-    ) -> dict[str, ShareOutput]:
-        """Raises WorkerUnavailable (naming the worker and why) when the worker cannot deliver."""
+    ) -> ShareResult:
+        """Raises WorkerUnavailable (naming the worker and why) when the worker cannot deliver.
+
+        `on_progress` is called first when the worker starts the share (it left the worker's queue),
+        then at each node and step, and once with `ran` set when the worker has finished it."""
         ...
 
 

@@ -1,15 +1,16 @@
-"""Shares no worker could deliver, rendered by the master itself through ComfyUI's node expansion.
+"""Shares the master renders itself, through ComfyUI's node expansion.
 
-When every worker has failed a share (or none is online) for the job's `assign_timeout` and the master
-takes part, the dispatcher hands the remaining shares to the master (`Job.master_fallback`). A
-collector then returns, instead of its batch, an expansion: for each such share, the share's own
-graph (its seeds made literal, its batch slice cut) under a node-id prefix, ending in a "master
-share" node that hands the output to the dispatcher. Those nodes form a chain, so the last runs
-after all others; it joins every share's output into the collector's batch, and that is what the
-collector's output becomes. Each master-share node carries the job's `master_share_token`: the
-expansion lives only inside the master's execution, so a prompt queued by another client (which may
-hold the same nodes and read the job id from the API) cannot deliver a share. Pure graph logic; the
-nodes live in comfy/collectors.py.
+A master that takes part is a participant like any worker once its own share is done: while its
+collector waits, the dispatcher may hand it a waiting share, when it would finish that share no later
+than anyone else, or no worker can take it (every one failed it, or none is online). The collector
+then returns, instead of its batch, an expansion: for each such share, the share's own graph (its
+seeds made literal, its batch slice cut) under a node-id prefix, ending in a "master share" node that
+hands the output to the dispatcher. Those nodes form a chain, so the last runs after all others; it
+asks for the collector's next outcome, which is another expansion or the collector's whole batch,
+and that is what the collector's output becomes. Each master-share node carries the job's
+`master_share_token`: the expansion lives only inside the master's execution, so a prompt queued by
+another client (which may hold the same nodes and read the job id from the API) cannot deliver a
+share. Pure graph logic; the nodes live in comfy/collectors.py.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..shares import BatchSlice, ShareOutput, ShareProgress
+from ..shares import BatchSlice, Share, ShareOutput, ShareProgress
 from .plan import Plan
 from .scheduler import ShareQueue
 
@@ -47,6 +47,25 @@ def _mode(plan: Plan | None) -> str:
     return "shares" if plan is not None and plan.shares else "fan-out"
 
 
+class Wakeup:
+    """Wakes everyone waiting on a job's change at once (the run loop and a waiting collector)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Returns at the next `notify`, or after `timeout` seconds."""
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
 @dataclass
 class Job:
     """One prompt's distributed work and, once done, its results."""
@@ -57,6 +76,9 @@ class Job:
     error: str | None = None
     state: JobState = JobState.REGISTERED
     master_renders: bool = False
+    """Share 0 is the master's own (rendered in its prompt, first in the batch)."""
+    master_takes_part: bool = False
+    """The master takes shares too once its own is done (the master participates)."""
     master_state: MasterShareState = MasterShareState.WAITING
     master_batch: BatchSlice | None = None
     """Split mode: the slice cut into the master's own prompt, or None."""
@@ -69,18 +91,26 @@ class Job:
     """Share index -> collector node id -> what that share delivered for it."""
     expected_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     """Collector node id -> image size [H, W, C] of the master's own share: what every share must match."""
-    master_fallback: list[int] = field(default_factory=list)
-    """Shares no worker could deliver, rendered by the master itself (the collectors expand their graph)."""
     held_master_parts: dict[str, Any] = field(default_factory=dict)
-    """Collector node id -> the master's own share 0 output, held while the fallback shares render.
-    Handed in by the execution thread and back to it unchanged; the loop never looks inside."""
+    """Collector node id -> the master's own share 0 output, held while the master renders other
+    shares for that collector. Handed in by the execution thread and back to it unchanged; the loop
+    never looks inside."""
+    master_idle: bool = False
+    """A collector waits on the master's thread with nothing of its own to render: the master can take a share."""
     master_share_token: str = field(default_factory=lambda: secrets.token_hex(16), repr=False)
-    """Put into the fallback expansion, which no client sees, and asked back with each share it
-    delivers: a prompt queued by anyone else cannot hand in a share for this job. Never shown."""
+    """Put into the master's expansions, which no client sees, and asked back with each share they
+    deliver: a prompt queued by anyone else cannot hand in a share for this job. Never shown."""
     created_at: float = field(default_factory=time.time)
+    registered_at: float = 0.0
+    """On the dispatcher's clock."""
+    seen_queued: bool = False
+    """Its prompt was seen in the master's queue (a registered job whose prompt left it never starts)."""
     started_at: float | None = None
+    master_began: float | None = None
+    """When the master began rendering share 0 (the job's start, after checking the workers)."""
     finished_at: float | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: Wakeup = field(default_factory=Wakeup)
     task: asyncio.Task | None = None
     last_progress_event: float = 0.0
 
@@ -92,14 +122,23 @@ class Job:
         shares = [
             {"index": 0, "participant": MASTER, "state": self.master_state.value, "attempts": [],
              "progress": self.master_progress.as_json() if self.master_progress else None,
-             "batch": self.master_batch.as_json() if self.master_batch else None}
+             "batch": self.master_batch.as_json() if self.master_batch else None, "copies": []}
         ] if self.master_renders else []
-        shares += [
-            {"index": s.index, "participant": s.participant, "state": s.state.value, "attempts": list(s.attempts),
-             "progress": s.progress.as_json() if s.progress else None, "batch": s.batch.as_json() if s.batch else None}
-            for s in sorted(self.queue.shares.values(), key=lambda s: s.index)
-        ]
+        shares += [_share_view(s) for s in sorted(self.queue.shares.values(), key=lambda s: s.index)]
         duration = None if self.started_at is None or self.finished_at is None else round(self.finished_at - self.started_at, 3)
         return {"job_id": self.job_id, "prompt_id": self.prompt_id, "state": self.state.value, "error": self.error,
                 "mode": _mode(self.plan), "created_at": self.created_at, "duration_s": duration,
                 "collectors": list(self.plan.collector_ids) if self.plan else [], "shares": shares}
+
+
+def _share_view(share: Share) -> dict[str, Any]:
+    live = share.live_runs()
+    progress = live[0].progress if live else None
+    return {
+        "index": share.index, "participant": share.delivered_by or (live[0].participant if live else None),
+        "state": share.state.value, "attempts": list(share.attempts),
+        "progress": progress.as_json() if progress else None, "batch": share.batch.as_json() if share.batch else None,
+        "copies": [{"participant": run.participant, "state": run.state.value, "reason": run.backup_reason,
+                    "progress": run.progress.as_json() if run.progress else None}
+                   for run in share.runs if run.backup_reason is not None],
+    }

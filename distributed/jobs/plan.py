@@ -12,6 +12,7 @@ audio share (transport/runner.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -82,7 +83,7 @@ class Plan:
     def split(self) -> bool:
         return bool(self.latent_nodes)
 
-    @property
+    @functools.cached_property
     def workflow_key(self) -> str:
         """Identifies the work of one share whatever the seed: the speed model learns per key."""
         template = graph.subgraph(self.template, self.template)
@@ -90,6 +91,22 @@ class Plan:
             template[node_id]["inputs"].pop("seed", None)
         digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
         return f"{'split' if self.split else 'share'}-{digest}"
+
+    @functools.cached_property
+    def shared_nodes(self) -> frozenset[str]:
+        """Nodes whose work is the same in every share: no share's seed (or, in split mode, no batch
+        slice) reaches them: model loaders, prompt encoders. A worker that ran the workflow just
+        before takes them from its cache; one that has to run them is loading its models."""
+        varying = set(self.latent_nodes) if self.split else set(self.seed_nodes)
+        grew = True
+        while grew:
+            grew = False
+            for node_id, node in self.template.items():
+                if node_id not in varying and any(source in varying for _, source, _ in graph.links(node)):
+                    varying.add(node_id)
+                    grew = True
+        shared = set(self.template) - varying - set(self.collector_ids) - set(self.seed_nodes)
+        return frozenset(shared | set(self.latent_nodes))
 
     def share_prompt(self, share_index: int, batch: BatchSlice | None = None) -> Prompt:
         """The prompt sent to a worker for one share; a fresh copy each call.

@@ -34,7 +34,7 @@ from ..config.models import WorkerConfig
 from ..config.registry import Registry
 from ..errors import JobFailed, WorkerUnavailable
 from ..shares import ShareProgress, ShareWork
-from .contracts import ShareRunning, WorkerAvailability
+from .contracts import MasterQueue, ShareRunning, WorkerAvailability
 from .job import MASTER
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,6 @@ RUN_INPUT = "run_id"
 IMAGE_OUTPUTS = ("SaveImage", "PreviewImage")
 TICK_SECONDS = 0.25
 KEEP_FINISHED_RUNS = 100
-
-MasterQueue = Callable[[], tuple[list[str], list[str]]]
-"""(running prompt ids, pending prompt ids in execution order) of the master's ComfyUI queue."""
-
 
 class RouteState(enum.StrEnum):
     WAITING = "waiting"
@@ -266,7 +262,7 @@ class PromptRouter:
             return
         error = task.exception()
         if error is None:
-            run.images = task.result()
+            run.images = task.result().outputs
             self._finish(run, RouteState.DONE)
         else:
             cause = str(error) if isinstance(error, WorkerUnavailable) else f"worker '{worker.name}': unexpected error: {error!r}"

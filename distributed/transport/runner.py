@@ -13,6 +13,12 @@ is reopened with the same client id. While the websocket is quiet, `/history` is
 so a finish whose event was lost is still noticed. Whatever ends a share early (an error, the job
 being cancelled, an interrupt on the master), the prompt is removed from the worker in the background.
 
+A worker's server keeps answering (heartbeats included) while its execution thread is stuck inside a
+node, so the heartbeat cannot tell a hung node from a long one. The share's own events can: a share
+that shows no execution or progress event for `stall_timeout` seconds raises WorkerStalled. While it
+still waits in the worker's queue, the worker's activity counts instead: events of this master's
+other shares there, or its queue moving.
+
 It serves stock workers and workers that run this extension alike. A worker whose `/object_info`
 lists this extension's sink node gets the fast result path (`sink`, `fetch`): the share ends in the
 sink instead of PreviewImage, and its arrays are streamed in the wire format, uint8 or unquantised
@@ -30,14 +36,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config.models import WorkerConfig
 from ..config.registry import Registry
-from ..errors import BadResult, WorkerFailed, WorkerLost, WorkerRejected, WorkerUnavailable
+from ..errors import BadResult, WorkerFailed, WorkerLost, WorkerRejected, WorkerStalled, WorkerUnavailable
 from ..graph import Prompt
-from ..shares import PRECISIONS, NodeCount, ShareOutput, ShareProgress, ShareWork
+from ..shares import PRECISIONS, NodeCount, ShareProgress, ShareResult, ShareWork
 from ..workers.client import WorkerClient
 from ..workers.failures import describe_execution_error
 from ..workers.orphans import ShareOwner
@@ -58,6 +65,32 @@ MAX_RECONNECTS = 5
 RECONNECT_BACKOFF_SECONDS = 0.5
 
 ProgressCallback = Callable[[ShareProgress], None]
+MAX_CACHED_NODES = 10_000
+
+
+@dataclass
+class _Watch:
+    """What one share's events have shown, kept across websocket reconnects."""
+
+    prompt_id: str
+    node_ids: frozenset[str]
+    """The share prompt's nodes: only these are taken from the worker's cache reports."""
+    stall_seconds: float
+    last_event: float
+    """When the share (or, while it waits in the queue, the worker) last showed activity."""
+    count: NodeCount
+    """The share's nodes done so far, for its progress."""
+    started: bool = False
+    node: str | None = None
+    cached: set[str] = field(default_factory=set)
+
+    def stalled(self, now: float, worker_activity: float) -> bool:
+        latest = self.last_event if self.started else max(self.last_event, worker_activity)
+        return now - latest >= self.stall_seconds
+
+    def stall_error(self, worker_name: str) -> WorkerStalled:
+        where = f", stuck in node {self.node}" if self.started and self.node else ("" if self.started else ", still waiting in its queue")
+        return WorkerStalled(worker_name, f"showed no progress for {self.stall_seconds:g} s (stall_timeout){where}")
 
 
 def queued_by(entry: dict[str, Any]) -> str | None:
@@ -85,13 +118,15 @@ class ShareRunner:
         self._media = MediaUploader(input_dir)
         self._cleanups: set[asyncio.Task] = set()
         """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
+        self._activity: dict[str, float] = {}
+        """worker id -> when one of this master's shares there last showed an event."""
         self.links = LinkMonitor()
 
     def link_report(self) -> dict[str, dict[str, Any]]:
         """worker_id -> {"encoding", "reason", "bandwidth_bytes_per_s"} for fast-path workers fetched from."""
         return self.links.report()
 
-    async def run(self, work: ShareWork, worker: WorkerConfig, share_index: int, on_progress: ProgressCallback) -> dict[str, ShareOutput]:
+    async def run(self, work: ShareWork, worker: WorkerConfig, share_index: int, on_progress: ProgressCallback) -> ShareResult:
         """Queues a share's prompt on a worker, watches it, and fetches its output per collector.
 
         Images travel from a worker with this extension in the precision `work` asks for (uint8 when
@@ -109,7 +144,6 @@ class ShareRunner:
             prompt = sink.sink_prompt(prompt, collector_ids, work.precisions, self.links.choose(client.worker.id, dtype))
         prompt = await self.prepare(prompt, client)
         client_id = self._owner.client_id(share_index)
-        count = NodeCount(len(prompt))
         settings = self._registry.snapshot().settings
         heartbeat = max(1.0, settings.worker_timeout / 2)
         limits = {node_id: ResultLimits.of(work, node_id, settings) for node_id in collector_ids}
@@ -117,7 +151,8 @@ class ShareRunner:
         try:
             async with client.events(client_id, heartbeat) as stream:
                 prompt_id = await client.submit(prompt, client_id)
-                finished = await self._watch_or_drop(client, stream, prompt_id, on_progress, count)
+                watch = _Watch(prompt_id, frozenset(prompt), settings.stall_timeout, time.monotonic(), NodeCount(prompt))
+                finished = await self._watch_or_drop(client, stream, watch, on_progress)
             reconnects = 0
             while finished is not None:
                 if await self._reconcile(client, prompt_id, finished, heartbeat):
@@ -129,13 +164,18 @@ class ShareRunner:
                 await asyncio.sleep(RECONNECT_BACKOFF_SECONDS * (reconnects - 1))
                 try:
                     async with client.events(client_id, heartbeat) as stream:
-                        finished = await self._watch_or_drop(client, stream, prompt_id, on_progress, count)
+                        finished = await self._watch_or_drop(client, stream, watch, on_progress)
+                except WorkerStalled:
+                    raise
                 except WorkerUnavailable as error:
                     finished = error if isinstance(error, WorkerLost) else WorkerLost(client.name, error.cause)
+            on_progress(ShareProgress(1, 1, None, watch.count.total, watch.count.total, ran=True))
             entry = await self._settled_history(client, prompt_id, client_id)
             if fast:
-                return await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, limits, work.audio_ids)
-            return await fetch.fetch_outputs(client, entry, collector_ids, limits)
+                outputs = await fetch.fetch_results(client, prompt_id, entry, collector_ids, self.links, limits, work.audio_ids)
+            else:
+                outputs = await fetch.fetch_outputs(client, entry, collector_ids, limits)
+            return ShareResult(outputs, frozenset(watch.cached))
         except BaseException:
             if prompt_id is not None:
                 cleanup = asyncio.ensure_future(client.cancel(prompt_id))
@@ -165,41 +205,61 @@ class ShareRunner:
         return sink.SINK_CLASS in info.info
 
     async def _watch_or_drop(
-        self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback, count: NodeCount
+        self, client: WorkerClient, stream: EventStream, watch: _Watch, on_progress: ProgressCallback
     ) -> WorkerLost | None:
-        """Follows the run until it ends (None) or the websocket is lost (the WorkerLost, to reconcile)."""
+        """Follows the run until it ends (None) or the websocket is lost (the WorkerLost, to reconcile).
+        A stall is not a lost websocket: it is raised."""
         try:
-            await self._watch(client, stream, prompt_id, on_progress, count)
+            await self._watch(client, stream, watch, on_progress)
+        except WorkerStalled:
+            raise
         except WorkerLost as error:
             return error
         return None
 
-    async def _watch(self, client: WorkerClient, stream: EventStream, prompt_id: str, on_progress: ProgressCallback,
-                     count: NodeCount) -> None:
+    async def _watch(self, client: WorkerClient, stream: EventStream, watch: _Watch, on_progress: ProgressCallback) -> None:
+        worker_id = client.worker.id
         while True:
-            message = await stream.receive(QUIET_CHECK_SECONDS)
+            now = time.monotonic()
+            latest = watch.last_event if watch.started else max(watch.last_event, self._activity.get(worker_id, 0.0))
+            message = await stream.receive(min(QUIET_CHECK_SECONDS, max(latest + watch.stall_seconds - now, 0.01)))
+            now = time.monotonic()
             if message is None:
-                if await self._finished_in_history(client, prompt_id) is not None:
+                if await self._finished_in_history(client, watch.prompt_id) is not None:
                     return
+                if watch.stalled(now, self._activity.get(worker_id, 0.0)):
+                    raise watch.stall_error(client.name)
                 continue
             owner = message.data.get("prompt_id")
-            if owner is not None and owner != prompt_id:
+            if message.type == "status" and not watch.started:
+                watch.last_event = now  # the worker's queue moved
+            if owner is not None and owner != watch.prompt_id:
                 continue
+            if owner == watch.prompt_id:
+                watch.last_event = self._activity[worker_id] = now
+                if not watch.started:
+                    watch.started = True
+                    on_progress(ShareProgress.of(0, 1, None))
             if message.type == "execution_error":
                 raise WorkerFailed(client.name, describe_execution_error(message.data))
             if message.type == "execution_interrupted":
                 raise WorkerFailed(client.name, "the run was interrupted on the worker")
-            if message.type == "executing" and owner == prompt_id and message.data.get("node") is None:
+            if message.type == "executing" and owner == watch.prompt_id and message.data.get("node") is None:
                 return  # sent once the history entry is written; execution_success comes just before it
             node = message.data.get("node")
-            if message.type == "progress":
-                on_progress(count.stepped(str(node) if node is not None else None, message.data.get("value"), message.data.get("max")))
+            if message.type == "execution_cached":
+                nodes = message.data.get("nodes")
+                if isinstance(nodes, list):
+                    watch.cached.update(str(node) for node in nodes[:MAX_CACHED_NODES] if str(node) in watch.node_ids)
+                    on_progress(watch.count.cached(nodes[:MAX_CACHED_NODES]))
+            elif message.type == "progress":
+                watch.node = _node_id(node)
+                on_progress(watch.count.stepped(watch.node, message.data.get("value"), message.data.get("max")))
             elif message.type == "executing" and node is not None:
-                on_progress(count.started(str(node)))
+                watch.node = _node_id(node)
+                on_progress(watch.count.started(watch.node or ""))
             elif message.type == "executed" and node is not None:
-                on_progress(count.finished(str(node)))
-            elif message.type == "execution_cached":
-                on_progress(count.cached(message.data.get("nodes")))
+                on_progress(watch.count.finished(_node_id(node) or ""))
 
     async def _reconcile(self, client: WorkerClient, prompt_id: str, lost: WorkerLost, read_timeout: float) -> bool:
         """After a websocket drop: True when the prompt finished, False when it is still queued there.
@@ -251,3 +311,8 @@ class ShareRunner:
             if time.monotonic() > deadline:
                 raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")
             await asyncio.sleep(0.05)
+
+
+def _node_id(value: object) -> str | None:
+    """A node id from a worker's event, for messages (the worker is not trusted: capped)."""
+    return str(value)[:100] if value is not None else None

@@ -41,6 +41,9 @@ GET_RETRIES = 2
 RETRY_BACKOFF_SECONDS = (0.25, 1.0)
 RETRY_STATUSES = (502, 503, 504)
 """What a tunnel or pod proxy answers while its upstream restarts or is briefly unreachable."""
+IDENTITY_PATH = "/distributed/identity"
+"""Served by every ComfyUI that runs this extension: `{"master_id": <id or null>}`."""
+MAX_ID_LENGTH = 64
 PROMPT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 """What a prompt id from a worker may look like (ComfyUI makes uuid4s); it ends up in URL paths."""
 READ_PIECE = 1 << 16
@@ -161,6 +164,22 @@ class WorkerClient:
     async def queued_prompt_ids(self, read_timeout: float = READ_TIMEOUT) -> set[str]:
         """Ids of the prompts running or waiting on the worker."""
         return {item.prompt_id for item in await self.queue_items(read_timeout)}
+
+    async def master_id(self, read_timeout: float = READ_TIMEOUT) -> str | None:
+        """The id of the master this address is, when it runs this extension as a master; None for a
+        stock ComfyUI, a worker, an error or any answer that is not such an id."""
+        try:
+            status, body = await self._get(IDENTITY_PATH, read_timeout=read_timeout, retries=0)
+        except WorkerUnavailable:
+            return None
+        if status != 200:
+            return None
+        try:
+            answer = parse_json(body)
+        except ValueError:
+            return None
+        value = answer.get("master_id") if isinstance(answer, dict) else None
+        return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
 
     async def object_info(self) -> dict[str, Any]:
         """Every node class the worker has, with its inputs and, for choice inputs, the choices."""

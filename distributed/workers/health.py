@@ -5,7 +5,12 @@ own timer, concurrently, so one frozen worker never delays the others; a worker 
 checked less and less often, up to every 30 s. A worker whose answers are not ComfyUI's (malformed,
 too large, nested too deep) is shown in "error" with the reason, and checked with the same backoff.
 A status changes only through `set_status`, which logs and publishes only real changes, so a worker
-that stays offline is reported once.
+that stays offline is reported once. A change of the registry takes effect on the statuses at once
+(`_sync`), before anything renders the change: an answer or event that reports a worker disabled
+already shows it disabled.
+
+An address that answers with this master's own id (`WorkerClient.master_id`) is the master itself,
+typed in as a worker by mistake: it is shown in error and never given work.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..config.models import WorkerConfig
+from ..config.models import RegistryFile, WorkerConfig
 from ..config.registry import Registry
 from ..errors import BadResult, WorkerUnavailable
 from ..events import Events
@@ -29,6 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 30.0
 PROBE_READ_TIMEOUT = 5.0
 TICK_SECONDS = 0.25
+SELF_ERROR = "this address is this master itself (it answers with the master's own id); a worker must be another ComfyUI"
 ERROR_STAGES = ("auth", "tls")
 TEXT_LIMIT = 200
 MAX_DEVICES = 64
@@ -89,8 +95,11 @@ class _Check:
 class HealthMonitor:
     """Polls enabled workers and holds their last known status."""
 
-    def __init__(self, registry: Registry, clients: ClientPool, events: Events) -> None:
+    def __init__(self, registry: Registry, clients: ClientPool, events: Events, master_id: str | None = None) -> None:
         self._registry = registry
+        self._master_id = master_id
+        self._is_master: dict[str, bool] = {}
+        """worker id -> whether its address answered with this master's own id when it last came online."""
         self._clients = clients
         self._events = events
         self._statuses: dict[str, WorkerStatus] = {}
@@ -103,6 +112,7 @@ class HealthMonitor:
         self._override: StatusOverride = lambda worker_id: None
         self._revisions: dict[str, int] = {}
         self._last_revision = 0
+        registry.subscribe(self._sync)
 
     def set_override(self, override: StatusOverride) -> None:
         """Lets the local process manager speak for its workers while they launch or have failed."""
@@ -161,6 +171,8 @@ class HealthMonitor:
             queue = await client.queue_remaining(PROBE_READ_TIMEOUT)
             round_trip_ms = (time.monotonic() - started) * 1000
             status = _answering(stats, queue, round_trip_ms)
+            if await self._answers_as_this_master(worker):
+                status = WorkerStatus(WorkerState.ERROR, error=SELF_ERROR, checked_at=time.time())
         except WorkerUnavailable as error:
             # A refused token or certificate, or an answer that is not ComfyUI's, will not fix itself:
             # shown as an error, not as offline.
@@ -187,24 +199,40 @@ class HealthMonitor:
                 self._statuses.pop(worker_id, None)
                 self._due.pop(worker_id, None)
                 self._checked_as.pop(worker_id, None)
+                self._is_master.pop(worker_id, None)
                 await self._clients.forget(worker_id)
+            self._sync(config)
             now = time.monotonic()
             for worker in config.workers:
-                if self._checked_as.get(worker.id, worker) != worker:
-                    # Its address or settings changed: check it afresh, now (a check of the new
-                    # configuration already under way, from a job starting, is kept).
-                    self._forget_history(worker.id, keep_check_of=worker)
-                self._checked_as[worker.id] = worker
-                if not worker.enabled:
-                    self._due.pop(worker.id, None)
-                    self.set_status(worker.id, WorkerStatus(WorkerState.DISABLED))
-                    continue
-                if self._statuses.get(worker.id, WorkerStatus(WorkerState.UNKNOWN)).state == WorkerState.DISABLED:
-                    self.set_status(worker.id, WorkerStatus(WorkerState.UNKNOWN))
                 in_flight = self._checks.get(worker.id)
-                if now >= self._due.get(worker.id, 0.0) and (in_flight is None or in_flight.task.done()):
+                if worker.enabled and now >= self._due.get(worker.id, 0.0) and (in_flight is None or in_flight.task.done()):
                     self._checks[worker.id] = _Check(asyncio.ensure_future(self._probe(worker)), worker)
             await asyncio.sleep(TICK_SECONDS)
+
+    def _sync(self, config: RegistryFile) -> None:
+        """Brings the statuses in line with the configuration: a disabled worker shows disabled, and a
+        re-enabled or changed one unknown until its next check, which is due at once. Called by the
+        registry on every change, before the change is rendered anywhere."""
+        for worker in config.workers:
+            if self._checked_as.get(worker.id, worker) != worker:
+                # Its address or settings changed: check it afresh, now (a check of the new
+                # configuration already under way, from a job starting, is kept).
+                self._forget_history(worker.id, keep_check_of=worker)
+            self._checked_as[worker.id] = worker
+            if not worker.enabled:
+                self._due.pop(worker.id, None)
+                self.set_status(worker.id, WorkerStatus(WorkerState.DISABLED))
+            elif self._statuses.get(worker.id, WorkerStatus(WorkerState.UNKNOWN)).state == WorkerState.DISABLED:
+                self.set_status(worker.id, WorkerStatus(WorkerState.UNKNOWN))
+
+    async def _answers_as_this_master(self, worker: WorkerConfig) -> bool:
+        """Whether the worker's address is this master itself; asked when it comes online."""
+        if self._master_id is None:
+            return False
+        previous = self._statuses.get(worker.id)
+        if previous is None or not previous.state.answers:
+            self._is_master[worker.id] = await self._clients.client(worker).master_id(PROBE_READ_TIMEOUT) == self._master_id
+        return self._is_master.get(worker.id, False)
 
     def recheck(self, worker: WorkerConfig) -> asyncio.Future[WorkerStatus]:
         """Checks a worker afresh: no backoff from failures before now, no probe already under way.

@@ -71,7 +71,8 @@ async def run_share(worker: ComfyInstance, prompt: dict, collector: str, precisi
     worker_config = WorkerConfig(id="fast", name="Worker fast", port=worker.port)
     try:
         async with asyncio.timeout(120):
-            results = await runner.run(ShareWork(prompt, (collector,), precisions={collector: precision}), worker_config, 1, lambda _: None)
+            results = (await runner.run(ShareWork(prompt, (collector,), precisions={collector: precision}), worker_config, 1,
+                                        lambda _: None)).outputs
     finally:
         await pool.close()
     return results[collector]

@@ -339,3 +339,67 @@ def test_master_killed_mid_run_restarts_with_workers_json_intact_and_nothing_lef
            delivered=0, expected=1, seconds_master_restart=round(restarted, 1),
            seconds_until_worker_idle=round(orphan_gone, 1),
            orphan_on_worker="interrupted by the restarted master")
+
+
+# --- a worker hung inside a node (its server keeps answering) ------------------------------------
+
+
+@pytest.fixture
+def hung_worker(cluster: Cluster) -> Iterator[ComfyInstance]:
+    """A worker whose DistTestHang node never returns (nor heeds interrupts); killed afterwards."""
+    worker = ComfyInstance("worker-hung", reset_dir(OUTPUT_ROOT / f"hung-{time.monotonic_ns()}"), env={"DIST_TEST_HANG": "1"})
+    worker.start()
+    try:
+        cluster.workers["hung"] = worker.wait_ready()
+        yield worker
+    finally:
+        cluster.workers.pop("hung", None)
+        worker.stop()
+
+
+def hang_prompt(seed: int) -> dict[str, Any]:
+    """Seed stamp -> half a second of work -> DistTestHang -> collector -> SaveImage."""
+    prompt = seed_stamp_prompt(seed=seed, sleep=0.5)
+    prompt["6"] = {"class_type": "DistTestHang", "inputs": {"images": ["3", 0]}}
+    prompt["4"]["inputs"]["images"] = ["6", 0]
+    return prompt
+
+
+def test_a_worker_hung_in_a_node_has_its_share_copied_to_an_idle_worker_and_every_image_arrives(
+    cluster: Cluster, hung_worker: ComfyInstance
+) -> None:
+    cluster.use_workers("hung", "a")
+    cluster.wait_online("hung", "a")
+    started = time.monotonic()
+    entry = cluster.run(hang_prompt(7500), timeout=90)
+    finished = time.monotonic()
+
+    got = stamps(cluster, entry)
+    assert got == [(7500, 0), (7501, 0), (7502, 0)]
+    share = {s["index"]: s for s in cluster.job(entry)["shares"]}[1]
+    assert share["participant"] == "a" and share["attempts"] == []
+    assert share["copies"][0]["participant"] == "a" and share["copies"][0]["state"] == "won"
+    assert "Worker hung is" in share["copies"][0]["reason"]
+    assert queue_remaining(hung_worker) > 0  # still stuck: only the copy made the prompt complete
+    record("worker hung inside a node (server answers, no progress), another worker idle",
+           user_sees="success; the share is copied to the idle worker, whose copy wins", delivered=len(got), expected=3,
+           seconds_total=round(finished - started, 1), share_seconds=0.5, copy_reason=share["copies"][0]["reason"])
+
+
+def test_a_worker_hung_in_a_node_with_nobody_to_copy_to_fails_its_share_after_the_stall_timeout(
+    cluster: Cluster, hung_worker: ComfyInstance
+) -> None:
+    cluster.use_workers("hung", stall_timeout=3)
+    cluster.wait_online("hung")
+    started = time.monotonic()
+    entry = cluster.run(hang_prompt(7600), timeout=90)
+    finished = time.monotonic()
+
+    got = stamps(cluster, entry)
+    assert got == [(7600, 0), (7601, 0)]
+    share = {s["index"]: s for s in cluster.job(entry)["shares"]}[1]
+    assert share["participant"] == "master"
+    assert len(share["attempts"]) == 1 and "showed no progress for 3 s (stall_timeout), stuck in node 6" in share["attempts"][0]
+    record("worker hung inside a node, no other worker (stall_timeout 3 s)",
+           user_sees="success; after the stall timeout the share is re-run, here by the master", delivered=len(got), expected=2,
+           seconds_total=round(finished - started, 1), stall_timeout=3, attempt=share["attempts"][0])

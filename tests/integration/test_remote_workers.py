@@ -189,7 +189,7 @@ async def test_input_image_is_uploaded_once_across_three_runs(cluster: Cluster, 
         results = []
         for run in range(3):
             async with asyncio.timeout(60):
-                results.append(await runner.run(ShareWork(prompt, ("2",)), worker, run + 1, lambda _: None))
+                results.append((await runner.run(ShareWork(prompt, ("2",)), worker, run + 1, lambda _: None)).outputs)
     finally:
         await pool.close()
 

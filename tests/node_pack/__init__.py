@@ -62,8 +62,15 @@ class DistTestNoise:
 class DistTestSleep:
     """Passes images through after `seconds`, reporting `steps` progress steps like a sampler would.
 
-    DIST_TEST_SLOWDOWN in the instance's environment multiplies the time: a slower simulated GPU.
+    The instance's environment shapes the time, to simulate GPUs:
+    - DIST_TEST_SLOWDOWN multiplies it: a slower GPU;
+    - DIST_TEST_SLOWDOWN_FILE names a file that, while it exists, multiplies it by the number it holds:
+      a GPU that turns slower mid-run (busy with something else);
+    - DIST_TEST_COLD_START_SECONDS adds that many seconds to the process's first run of the node: a
+      model load on the first run only.
     """
+
+    first_run_done = False
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -80,14 +87,49 @@ class DistTestSleep:
     CATEGORY = "distributed_tests"
 
     def sleep(self, images, seconds, steps, salt=0, unique_id=None):
-        seconds *= float(os.environ.get("DIST_TEST_SLOWDOWN", "1"))
+        seconds *= float(os.environ.get("DIST_TEST_SLOWDOWN", "1")) * _file_factor(os.environ.get("DIST_TEST_SLOWDOWN_FILE"))
+        if not DistTestSleep.first_run_done:
+            DistTestSleep.first_run_done = True
+            _wait(float(os.environ.get("DIST_TEST_COLD_START_SECONDS", "0")))
         progress = comfy.utils.ProgressBar(steps, node_id=unique_id)
         for step in range(steps):
-            deadline = time.monotonic() + seconds / steps
-            while time.monotonic() < deadline:
-                comfy.model_management.throw_exception_if_processing_interrupted()
-                time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+            _wait(seconds / steps)
             progress.update_absolute(step + 1)
+        return (images,)
+
+
+def _file_factor(path):
+    try:
+        with open(path, encoding="utf-8") as file:
+            return float(file.read().strip() or "1")
+    except (TypeError, OSError, ValueError):
+        return 1.0
+
+
+def _wait(seconds):
+    """Sleeps, heeding an interrupt within 20 ms."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+
+class DistTestHang:
+    """Passes images through, except in an instance started with DIST_TEST_HANG=1: there it never
+    returns, reports no progress and ignores interrupts, while the server keeps answering (a node
+    stuck in a driver call, a deadlock). Its worker is of no more use: tests kill it afterwards."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "hang"
+    CATEGORY = "distributed_tests"
+
+    def hang(self, images):
+        while os.environ.get("DIST_TEST_HANG") == "1":
+            time.sleep(1.0)
         return (images,)
 
 
@@ -141,6 +183,7 @@ NODE_CLASS_MAPPINGS = {
     "DistTestSeedStamp": DistTestSeedStamp,
     "DistTestNoise": DistTestNoise,
     "DistTestSleep": DistTestSleep,
+    "DistTestHang": DistTestHang,
     "DistTestTone": DistTestTone,
     "DistTestSaveAudioArray": DistTestSaveAudioArray,
 }

@@ -145,7 +145,7 @@ async def run_share(tmp_path: Path, serve: Serve, fake: FakeWorker, work: ShareW
     pool = ClientPool(lambda: registry.snapshot().settings.max_answer_mib << 20)  # as the application wires it
     try:
         async with asyncio.timeout(30):
-            return await ShareRunner(registry, pool, ShareOwner("master1")).run(work, worker, 1, lambda progress: None)
+            return (await ShareRunner(registry, pool, ShareOwner("master1")).run(work, worker, 1, lambda progress: None)).outputs
     finally:
         await pool.close()
 

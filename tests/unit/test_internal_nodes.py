@@ -13,6 +13,7 @@ from distributed.errors import JobFailed
 from distributed.events import Events
 from distributed.jobs.dispatch import Dispatcher
 from distributed.jobs.hook import PromptHook
+from distributed.jobs.job import MASTER
 from distributed.jobs.router import PromptRouter
 from distributed.jobs.scheduler import ShareQueue
 from distributed.shares import Share
@@ -54,7 +55,7 @@ def _services(tmp_path: Path) -> tuple[Registry, Dispatcher, PromptRouter]:
 def _job_left_to_the_master(dispatcher: Dispatcher):
     job = dispatcher.register({key: {**node, "inputs": dict(node["inputs"])} for key, node in PROMPT.items()}, "victim-prompt")
     job.queue = ShareQueue([Share(1)])
-    job.master_fallback.append(1)
+    job.queue.claim(job.queue.shares[1], MASTER, now=0.0, expected_seconds=1.0)
     return job
 
 

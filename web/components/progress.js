@@ -108,6 +108,24 @@ export function describeBatch(batch) {
 }
 
 const SHARE_STATE_LABELS = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed" };
+const COPY_STATE_LABELS = { running: "runs", won: "came first", cancelled: "stopped: the other copy came first", failed: "failed" };
+
+/**
+ * What happened to a share beyond its own run, one line each: backup copies started because its
+ * worker lagged ("Copied to Laptop: Studio PC is 4x slower than usual · came first"), and, while it
+ * still waits or runs, the last failure that sent it elsewhere. `nameOf` turns a participant id into
+ * the name people know.
+ */
+export function describeShareNotes(share, nameOf) {
+  const copies = Array.isArray(share.copies) ? share.copies : [];
+  const notes = copies.map((copy) => {
+    const outcome = COPY_STATE_LABELS[copy.state] ?? copy.state;
+    return `Copied to ${nameOf(copy.participant)}: ${copy.reason ?? "its worker lagged"} · ${outcome}`;
+  });
+  const attempts = Array.isArray(share.attempts) ? share.attempts : [];
+  if (attempts.length && share.state !== "done") notes.push(`Re-run after: ${attempts[attempts.length - 1]}`);
+  return notes;
+}
 
 function progressBar(label) {
   const fill = h("div", { class: "dgpu-bar-fill" });
@@ -147,6 +165,7 @@ export function createProgressView({ store }) {
     const stepText = share.state === "running" && max > 0 ? `step ${value}/${max}` : null;
     const detail = share.state === "running" ? [nodeText, stepText].filter(Boolean).join(" · ") : SHARE_STATE_LABELS[share.state] ?? share.state;
     const range = describeBatch(share.batch);
+    const notes = describeShareNotes(share, (participant) => store.participantName(participant));
     return h(
       "li",
       { class: ["dgpu-share", `dgpu-share-${share.state}`] },
@@ -162,6 +181,7 @@ export function createProgressView({ store }) {
         h("span", { class: "dgpu-meta", text: detail || SHARE_STATE_LABELS[share.state] }),
       ),
       bar.bar,
+      notes.map((note) => h("p", { class: "dgpu-meta dgpu-share-note", text: note })),
     );
   }
 

@@ -8,13 +8,36 @@ import { h, toggleSwitch, uniqueId } from "./dom.js";
 import { createField, fieldForError, numberOrText } from "./field.js";
 
 const NUMBER_SETTINGS = [
-  { name: "worker_timeout", label: "Worker timeout (seconds)", hint: "How long a worker may stay silent before its share is re-run elsewhere." },
-  { name: "assign_timeout", label: "Wait for a free GPU (seconds)", hint: "How long a share may wait for a participant before the run fails." },
+  {
+    name: "worker_timeout",
+    label: "Worker timeout (seconds)",
+    hint: "How long a worker may leave its connection's heartbeat unanswered (frozen, cut off) before its share is re-run elsewhere.",
+  },
+  {
+    name: "stall_timeout",
+    label: "Stall timeout (seconds)",
+    hint: "How long a share may show no progress (stuck in a node) before it is re-run elsewhere.",
+  },
+  {
+    name: "backup_after",
+    label: "A worker lags when slower than usual by (×)",
+    hint: "A worker this many times slower than usual keeps only the share it runs, which may be copied to an idle worker.",
+  },
+  {
+    name: "assign_timeout",
+    label: "Wait for a free GPU (seconds)",
+    hint: "How long a share may wait for a participant before the run fails, when the master only orchestrates.",
+  },
   { name: "health_interval", label: "Health check every (seconds)" },
 ];
 const SWITCH_SETTINGS = [
   { name: "auto_launch", label: "Launch local workers with ComfyUI" },
   { name: "stop_workers_on_exit", label: "Stop local workers when ComfyUI exits" },
+  {
+    name: "backup_tasks",
+    label: "Copy lagging shares",
+    hint: "Start a copy of a share on an idle worker when its own worker lags far behind; the first result wins.",
+  },
   {
     name: "distributed_queue",
     label: "Distributed queue",
