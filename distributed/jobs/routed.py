@@ -109,7 +109,8 @@ class RoutedPrompt:
     participant: str | None = None
     participant_name: str | None = None
     queued: QueuedPrompt | None = None
-    """ComfyUI's queue item, once it left the pending list (taken by the router or popped by the thread)."""
+    """ComfyUI's queue item, from when it left the pending list (taken by the router or popped by the thread)
+    until the prompt ends."""
     taken: bool = False
     """The router moved it into ComfyUI's running list: the router ends it there (task_done)."""
     held: bool = False

@@ -370,6 +370,7 @@ class PromptRouter:
             run.taken = False
             self._queue.task_done(run.prompt_id, outcome)
             self._send(run, "executing", {"node": None, "prompt_id": run.prompt_id})
+        run.queued = None  # the prompt and its workflow live on in ComfyUI's history, not here too
         self._wake.set()
 
     def _send(self, run: RoutedPrompt, event: str, data: dict[str, Any], to_everyone: bool = False) -> None:

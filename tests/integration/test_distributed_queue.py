@@ -168,6 +168,19 @@ def test_prompts_are_not_held_when_the_distributed_queue_is_off(cluster: Cluster
     entry = cluster.run(_whole_prompt(seed=90, sleep=0.1, prefix="queue-off"))
 
     assert _worker_name(entry) is None and "3" in entry["outputs"]
+    assert cluster.master.get(f"/distributed/queue/{entry['prompt'][1]}")[0] == 404
+
+
+def test_a_prompt_a_worker_cannot_run_goes_back_and_the_next_worker_renders_it(cluster: Cluster) -> None:
+    cluster.use_workers("stock", "a", distributed_queue=True)  # the stock worker lacks the test nodes
+    with _master_busy(cluster):
+        prompt_id = cluster.master.queue_prompt(_whole_prompt(seed=84, sleep=0.1, prefix="queue-retry"))
+        entry = cluster.master.wait_history(prompt_id, timeout=60)
+
+    assert entry["status"]["status_str"] == "success" and _worker_name(entry) == "Worker a"
+    assert [read_stamp(p) for p in saved_images(entry, cluster.master.output_dir)] == [(84, 0)]
+    (attempt,) = _routed(cluster, prompt_id)["attempts"]
+    assert attempt.startswith("worker 'Worker stock':") and "DistTestSeedStamp" in attempt
 
 
 # --- delete and interrupt -----------------------------------------------------------------------
