@@ -1,6 +1,6 @@
 """The extension's nodes, as ComfyUI registers them: Distributed Seed and Value, the Distributed
 Collectors (images, audio), Save Image (Distributed), Distributed Upscale, and the internal nodes the
-master adds itself (master shares, the queue's proxy).
+master adds itself (master shares).
 
 Their implementations live in distributed/comfy/; they reach the server loop only through its bridge.
 """
@@ -13,7 +13,6 @@ from .distributed.comfy.collectors import (
     DistributedMasterAudioShare,
     DistributedMasterShare,
 )
-from .distributed.comfy.queued_prompt import DistributedQueuedPrompt
 from .distributed.comfy.save_image import DistributedSaveImage
 from .distributed.comfy.seed import DistributedSeed
 from .distributed.comfy.upscale import DistributedUpscale
@@ -25,7 +24,6 @@ NODE_CLASS_MAPPINGS = {
     "DistributedAudioCollector": DistributedAudioCollector,
     "DistributedMasterShare": DistributedMasterShare,
     "DistributedMasterAudioShare": DistributedMasterAudioShare,
-    "DistributedQueuedPrompt": DistributedQueuedPrompt,
     "DistributedValue": DistributedValue,
     "DistributedSaveImage": DistributedSaveImage,
     "DistributedUpscale": DistributedUpscale,
@@ -36,7 +34,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "DistributedAudioCollector": "Distributed Audio Collector",
     "DistributedMasterShare": "Distributed Master Share",
     "DistributedMasterAudioShare": "Distributed Master Audio Share",
-    "DistributedQueuedPrompt": "Distributed Queued Prompt",
     "DistributedValue": "Distributed Value",
     "DistributedSaveImage": "Save Image (Distributed)",
     "DistributedUpscale": "Distributed Upscale",

@@ -23,9 +23,11 @@ from .api.identity import add_identity_route
 from .api.inventory import add_inventory_routes
 from .api.jobs import add_job_routes
 from .api.processes import add_process_routes
+from .api.queue import add_queue_routes
 from .api.views import RegistryViews
 from .api.workers import add_worker_routes
 from .comfy.bridge import JobBridge
+from .comfy.interrupts import interrupt_middleware
 from .comfy.process_tweaks import exit_cleanly_on_sigterm
 from .comfy.prompt_server import ComfyServer, is_output_node
 from .config.models import WorkerConfig
@@ -77,7 +79,7 @@ class DistributedApp:
         self._runner = ShareRunner(self.registry, self.clients, owner, paths.input_dir)
         self.dispatcher = Dispatcher(self.registry, self.health, self.events, self._runner, master_prompt_ended=server.prompt_ended,
                                      master_queue=server.master_queue)
-        self.router = PromptRouter(self.registry, self.health, self._runner, server.master_queue, server.prompt_ended)
+        self.router = PromptRouter(self.registry, self.health, self._runner, server.prompt_queue)
         self.arguments = ArgumentReader(comfy_parser)
         self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port, paths.device)
         self._master_port = paths.port
@@ -97,12 +99,14 @@ class DistributedApp:
         self.fleet.processes.hold_lease()  # early: workers of a previous master are waiting for it
         exit_cleanly_on_sigterm()
         self._server.add_on_prompt_handler(PromptHook(self.registry, self.dispatcher, self.router, is_output_node))
+        self._server.add_middleware(interrupt_middleware(self.router.interrupt))
         routes, policy = self._server.routes, self._policy
         add_worker_routes(routes, policy, self.registry, self.views, self.arguments, self._removed, test_connection,
                           master_port=self._master_port)
         add_identity_route(routes, self.owner.master_id)
         add_config_routes(routes, policy, self.registry, self.views.snapshot)
         add_job_routes(routes, policy, self.dispatcher, self.dispatcher.speeds)
+        add_queue_routes(routes, policy, self.router)
         add_process_routes(routes, policy, self.fleet.processes, self.registry.worker,
                            status_json=lambda worker_id: self.health.status(worker_id).as_json(), remote_log=self._remote_log)
         add_inventory_routes(routes, policy, self.registry, self.inventory, self.local_models.library, self.local_models.packs,

@@ -13,10 +13,10 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..graph import Prompt
 from ..jobs.dispatch import Dispatcher
 from ..jobs.outcomes import CollectorOutcome, JobProgress
-from ..jobs.router import PromptRouter, RoutedResult
+from ..jobs.routed import QueuedPrompt, RoutedOutcome
+from ..jobs.router import PromptRouter
 from ..shares import ShareOutput, ShareProgress
 
 T = TypeVar("T")
@@ -54,7 +54,7 @@ def run_on_loop(
 class JobBridge:
     """Everything the nodes ask of the server loop, each call one crossing through `run_on_loop`.
 
-    What comes back is immutable (a CollectorOutcome, a RoutedResult, a fresh graph) or a value the
+    What comes back is immutable (a CollectorOutcome, a RoutedOutcome, a fresh graph) or a value the
     loop never changes again, so no object the loop changes is ever read on the execution thread.
     """
 
@@ -95,23 +95,20 @@ class JobBridge:
         """The collector has its images: the job may drop them."""
         self._loop.call_soon_threadsafe(self._dispatcher.release, job_id, collector_id)
 
-    # --- the distributed queue's proxy ---------------------------------------------------------
+    # --- the distributed queue, when the master does not render its prompts ----------------------
 
-    def claim_routed(self, run_id: str, prompt_id: str, is_interrupted: Callable[[], bool]) -> Prompt | None:
-        """The graph to run here if the master takes the prompt now, else None. `prompt_id` is the
-        prompt the proxy executes in: a run answers only its own."""
+    def hold_routed(self, prompt_id: str, queued: QueuedPrompt, is_interrupted: Callable[[], bool]) -> RoutedOutcome | None:
+        """The thread popped `prompt_id`: None when the master renders it itself; otherwise, once a
+        worker rendered it, how it ended. Interrupted, it raises Interrupted (see `routed_interrupted`)."""
+        return run_on_loop(self._loop, self._router.hold(prompt_id, queued), is_interrupted)
 
-        async def claim() -> Prompt | None:
-            return self._router.claim_for_master(run_id, prompt_id)
+    def routed_interrupted(self, prompt_id: str) -> RoutedOutcome:
+        """After `hold_routed` was interrupted: the prompt is stopped on its worker; how it ended."""
 
-        return run_on_loop(self._loop, claim(), is_interrupted)
+        async def stop() -> RoutedOutcome:
+            return self._router.interrupted(prompt_id)
 
-    def wait_routed(self, run_id: str, prompt_id: str, is_interrupted: Callable[[], bool]) -> RoutedResult | None:
-        """A worker's result, or None when the prompt fell back to the master (claim it then)."""
-        return run_on_loop(self._loop, self._router.result(run_id, prompt_id), is_interrupted)
-
-    def release_routed(self, run_id: str, prompt_id: str) -> None:
-        self._loop.call_soon_threadsafe(self._router.release, run_id, prompt_id)
+        return run_on_loop(self._loop, stop())
 
 
 _bound: JobBridge | None = None

@@ -10,12 +10,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .prompt_queue import ComfyPromptQueue
+
 
 class ComfyServer:
     """ComfyUI's PromptServer, as the master's services see it."""
 
     def __init__(self, server: Any) -> None:
         self._server = server
+        self.prompt_queue = ComfyPromptQueue(server)
+        """Its prompt queue, as the distributed queue drives it."""
 
     @property
     def loop(self) -> Any:
@@ -36,10 +40,13 @@ class ComfyServer:
     def add_on_prompt_handler(self, handler: Any) -> None:
         self._server.add_on_prompt_handler(handler)
 
+    def add_middleware(self, middleware: Any) -> None:
+        """Innermost of the app's middlewares: ComfyUI's own (origin checks) see each request first."""
+        self._server.app.middlewares.append(middleware)
+
     def master_queue(self) -> tuple[list[str], list[str]]:
         """The master's running and pending prompt ids, pending in execution order."""
-        running, pending = self._server.prompt_queue.get_current_queue_volatile()
-        return [item[1] for item in running], [item[1] for item in sorted(pending, key=lambda item: item[0])]
+        return self.prompt_queue.view()
 
     def device(self) -> dict[str, str]:
         """What the master renders on, as workers report theirs in /system_stats: its torch device

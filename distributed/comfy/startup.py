@@ -21,7 +21,7 @@ from ..api.identity import add_identity_route
 from ..app import DistributedApp
 from ..workers.local.command import WORKER_ID_ENV
 from ..workers.lock import WORKER_TOKEN_ENV, worker_guard, worker_token
-from . import bridge, model_folders, result_sink
+from . import bridge, model_folders, result_sink, routed_execution
 from .master_layout import read_master_paths
 from .process_tweaks import freeze_startup_heap
 from .prompt_server import ComfyServer
@@ -51,6 +51,7 @@ def start(server: Any) -> tuple[dict[str, type], dict[str, str]]:
                                      cors_enabled=comfy_args.enable_cors_header is not None)
         application.install()
         bridge.bind(application.bridge)
+        routed_execution.wrap_executor()
     else:
         add_identity_route(server.routes, None)  # a worker: a master probing it learns it is not itself
     return classes, names

@@ -1,9 +1,10 @@
 """ComfyUI's on-prompt hook: every POST /prompt passes here before ComfyUI validates and queues it.
 
 A prompt holding a collector is planned into a job and each collector is tagged with the job's id;
-with the distributed queue on, a prompt without one is held and a proxy is queued in its place. The
-hook does no network work: a job starts when the master begins executing its collector. Runs on
-the server loop, for every client of /prompt, so API users are distributed too.
+with the distributed queue on, a prompt without one is registered with the router and queued exactly
+as sent. The hook does no network work: a job starts when the master begins executing its collector,
+a routed prompt when a participant is free. Runs on the server loop, for every client of /prompt, so
+API users are distributed too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from ..config.registry import Registry
 from .dispatch import Dispatcher
 from .plan import JOB_INPUT, has_collector, is_collector, slice_latents
-from .router import PromptRouter, image_outputs
+from .routed import image_outputs
+from .router import PromptRouter
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class PromptHook:
         (ComfyUI keeps one given in the request) so the job can name its prompt."""
         given = json_data.get("prompt_id")
         if given is not None and self._taken(str(given)):
-            # The distributed queue's proxy serves only the prompt it was queued in, known by its id.
+            # Jobs and routed prompts are known by their prompt id: another prompt must not pass for one.
             logger.warning("A prompt came with the id %s of a distributed prompt already queued; it gets a new id", str(given)[:100])
             json_data["prompt_id"] = str(uuid.uuid4())
         prompt = json_data.get("prompt")
@@ -58,14 +60,12 @@ class PromptHook:
         return self._router.knows_prompt(prompt_id) or any(job.prompt_id == prompt_id for job in self._dispatcher.jobs())
 
     def _route_whole(self, json_data: dict[str, Any], prompt: dict[str, Any]) -> dict[str, Any]:
-        """Distributed queue: the prompt is held here and a proxy is queued on the master instead."""
+        """Distributed queue: the prompt is queued as sent; the router runs it where a GPU is free."""
         if not self._registry.snapshot().settings.distributed_queue:
             return json_data
         outputs = image_outputs(prompt, self._is_output_node)
         if outputs is None:
             logger.info("Distributed queue: a prompt whose outputs are not all images runs on the master")
             return json_data
-        prompt_id = str(json_data.setdefault("prompt_id", str(uuid.uuid4())))
-        json_data["prompt"] = self._router.submit(prompt, prompt_id, outputs)
-        json_data.pop("partial_execution_targets", None)  # they name nodes of the original graph
+        self._router.register(str(json_data.setdefault("prompt_id", str(uuid.uuid4()))), outputs)
         return json_data

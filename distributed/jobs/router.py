@@ -1,199 +1,177 @@
-"""The distributed queue: prompts without a collector are routed whole to the first free participant.
+"""The distributed queue: prompts without a collector run whole on the first free participant.
 
-SwarmUI's multi-backend behaviour, with the master's queue and history kept as the single view: the
-prompt the user queued is replaced on the master by one proxy node (`DistributedQueuedPrompt`) that
-stands for it. Participants are used in the order they are listed, the master first: a prompt goes
-to the master when it is free, to the first listed worker when two are queued at once, and so on; a
-prompt waiting on the master goes to whichever participant frees up first. The master "frees up"
-when its execution thread reaches the proxy: the proxy then runs the original graph in place. A
-worker's images come back into the proxy, which saves them as the prompt's own output nodes would.
+SwarmUI's multi-backend behaviour, with ComfyUI's own queue and history as the single view. The
+on-prompt hook leaves the user's prompt exactly as sent and registers it here (`register`); ComfyUI
+validates and queues it as usual. On the server loop the router reads the master's pending prompts
+in execution order and hands each registered one to the first free participant, in the order they
+are listed, the master first:
 
-Only prompts whose outputs are images (SaveImage, PreviewImage) are distributed this way; any other
-prompt runs on the master as stock ComfyUI would.
+- The master takes a prompt when it is free: its execution thread pops the first pending prompt at
+  once, and the router leaves that one to it.
+- A free worker takes the next: the router moves the prompt from ComfyUI's pending list into its
+  running list, as ComfyUI's thread does when it pops one (`ComfyQueue.take`), so `/queue` shows it
+  running for as long as the worker renders it. Its images are then saved into the master's folders
+  as the prompt's own SaveImage and PreviewImage nodes would save them, and the prompt ends in the
+  master's history (`ComfyQueue.task_done`) with its own node ids and real status messages; the
+  history's `meta` names the worker.
+- A master that does not render (participate off) still pops prompts: its thread waits (`hold`)
+  while a worker renders the prompt, then reports it as its executor would.
 
-The proxy's `run_id` is no secret (the master's queue shows it to every client), so a run answers
-only the proxy executing as the prompt it was queued for: a prompt of anyone else holding the same
-node cannot take the run's graph or its images. The on-prompt hook keeps prompt ids unique
-(`PromptHook`), so a prompt cannot borrow the id either.
+While a worker renders a prompt, the client that queued it gets what ComfyUI would send: execution
+start, `executing` and `progress` as the worker's nodes change, `executed` with the master's files,
+execution success. A worker that fails gives the prompt back to the master's queue, at its old
+place, where the master or another worker takes it; the failed worker is not asked again for that
+prompt. When no participant is left, the prompt ends in error naming each worker and why.
+
+Only prompts whose outputs are all images (SaveImage, PreviewImage) are routed; any other prompt
+runs on the master as stock ComfyUI would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
-from .. import graph
-from ..config.models import WorkerConfig
+from ..config.models import MasterConfig, RegistryFile, WorkerConfig
 from ..config.registry import Registry
-from ..errors import JobFailed, WorkerUnavailable
-from ..shares import ShareProgress, ShareWork
-from .contracts import MasterQueue, ShareRunning, WorkerAvailability
+from ..errors import WorkerUnavailable
+from ..shares import ShareProgress
+from .contracts import ShareRunning, WorkerAvailability
 from .job import MASTER
+from .routed import FINISHED, QueuedPrompt, RoutedOutcome, RoutedPrompt, RouteState, now_ms
 
 logger = logging.getLogger(__name__)
 
-PROXY_CLASS = "DistributedQueuedPrompt"
-PROXY_NODE_ID = "distributed_queue"
-RUN_INPUT = "run_id"
-IMAGE_OUTPUTS = ("SaveImage", "PreviewImage")
 TICK_SECONDS = 0.25
 KEEP_FINISHED_RUNS = 100
-
-class RouteState(enum.StrEnum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+NEVER_QUEUED_SECONDS = 60.0
+"""A registered prompt not in the master's queue after this long was refused by ComfyUI (invalid)."""
 
 
-@dataclass(frozen=True)
-class RoutedResult:
-    """What a worker made of a routed prompt, handed to the proxy node on the execution thread."""
+class ComfyQueue(Protocol):
+    """The master's ComfyUI prompt queue and server, as the router needs them (comfy/prompt_queue.py)."""
 
-    prompt: graph.Prompt
-    """A copy of the user's prompt (for the saved images' metadata)."""
-    outputs: tuple[str, ...]
-    images: dict[str, np.ndarray]
-    participant_name: str
+    def view(self) -> tuple[list[str], list[str]]:
+        """(running prompt ids, pending prompt ids in execution order)."""
+        ...
 
+    def take(self, prompt_id: str) -> QueuedPrompt | None:
+        """Moves a pending prompt into the running list, as ComfyUI's thread does when it pops one;
+        None when it is not pending (any more)."""
+        ...
 
-@dataclass
-class RoutedPrompt:
-    """One whole prompt waiting for, or running on, a participant. Lives on the server loop."""
+    def give_back(self, prompt_id: str) -> None:
+        """Moves a taken prompt from the running list back into the pending list, at its old place."""
+        ...
 
-    run_id: str
-    prompt: graph.Prompt
-    prompt_id: str
-    outputs: tuple[str, ...]
-    participant: str | None = None
-    participant_name: str | None = None
-    state: RouteState = RouteState.WAITING
-    error: str | None = None
-    attempts: list[str] = field(default_factory=list)
-    excluded: set[str] = field(default_factory=set)
-    images: dict[str, np.ndarray] = field(default_factory=dict)
-    progress: ShareProgress | None = None
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
-    seen_on_master: bool = False
-    created_at: float = field(default_factory=time.time)
+    def task_done(self, prompt_id: str, outcome: RoutedOutcome) -> None:
+        """Ends a taken prompt: its history entry, as ComfyUI's thread writes one after executing."""
+        ...
 
-    def worker_work(self) -> ShareWork:
-        """The prompt as a worker gets it: outputs become previews, so its output folder stays clean."""
-        prompt = graph.subgraph(self.prompt, self.prompt)
-        for node_id in self.outputs:
-            prompt[node_id] = {"class_type": "PreviewImage", "inputs": {"images": prompt[node_id]["inputs"]["images"]}}
-        return ShareWork(prompt, self.outputs)
+    def succeeded(self, prompt_id: str) -> bool | None:
+        """Whether the prompt's history entry says success; None when there is none."""
+        ...
 
-    def result(self) -> RoutedResult:
-        return RoutedResult(graph.subgraph(self.prompt, self.prompt), self.outputs, dict(self.images), self.participant_name or "")
+    def send(self, event: str, data: dict[str, Any], client_id: str | None) -> None:
+        """One event to the client that queued a prompt; None sends it to every client."""
+        ...
 
-
-def image_outputs(prompt: graph.Prompt, is_output_node: Callable[[str], bool]) -> tuple[str, ...] | None:
-    """The prompt's output nodes if all of them save or preview images, else None."""
-    outputs = [node_id for node_id, node in prompt.items() if isinstance(node, dict) and is_output_node(str(node.get("class_type")))]
-    if not outputs or any(prompt[node_id]["class_type"] not in IMAGE_OUTPUTS for node_id in outputs):
-        return None
-    if any(not graph.is_link(prompt[node_id].get("inputs", {}).get("images")) for node_id in outputs):
-        return None
-    return tuple(outputs)
+    async def save(self, node_id: str, images: np.ndarray, queued: QueuedPrompt) -> list[dict[str, str]]:
+        """Saves one output node's images as that node would on the master; returns its file references."""
+        ...
 
 
 class PromptRouter:
-    """Holds whole prompts on the master and hands each to the first free listed participant."""
+    """Hands the master's queued whole prompts to the first free listed participant."""
 
-    def __init__(self, registry: Registry, health: WorkerAvailability, runner: ShareRunning,
-                 master_queue: MasterQueue, master_prompt_ended: Callable[[str], bool]) -> None:
+    def __init__(self, registry: Registry, health: WorkerAvailability, runner: ShareRunning, queue: ComfyQueue) -> None:
         self._registry = registry
         self._health = health
         self._runner = runner
-        self._master_queue = master_queue
-        self._master_prompt_ended = master_prompt_ended
+        self._queue = queue
         self._runs: dict[str, RoutedPrompt] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
 
-    # --- the on-prompt hook ---------------------------------------------------------------
+    # --- the on-prompt hook and the API -------------------------------------------------------
 
-    def submit(self, prompt: graph.Prompt, prompt_id: str, outputs: tuple[str, ...]) -> graph.Prompt:
-        """Registers a whole prompt; returns the proxy prompt the master queues in its place."""
-        run = RoutedPrompt(uuid.uuid4().hex, graph.subgraph(prompt, prompt), prompt_id, outputs)
-        self._runs[run.run_id] = run
+    def register(self, prompt_id: str, outputs: tuple[str, ...]) -> None:
+        """A prompt about to be queued on the master, whose image outputs are `outputs`, is routed."""
+        self._runs[prompt_id] = RoutedPrompt(prompt_id, outputs)
         self._forget_old_runs()
         self._wake.set()
-        return {PROXY_NODE_ID: {"class_type": PROXY_CLASS, "inputs": {RUN_INPUT: run.run_id}}}
-
-    def runs(self) -> list[RoutedPrompt]:
-        return sorted(self._runs.values(), key=lambda run: run.created_at, reverse=True)
-
-    # --- the proxy node, via the bridge -----------------------------------------------------
 
     def knows_prompt(self, prompt_id: str) -> bool:
-        """Whether a run stands for a prompt of this id."""
-        return any(run.prompt_id == prompt_id for run in self._runs.values())
+        return prompt_id in self._runs
 
-    def claim_for_master(self, run_id: str, prompt_id: str) -> graph.Prompt | None:
-        """The master reached the proxy (executing as `prompt_id`): it takes the run if nobody has;
-        returns the graph to expand."""
-        run = self._require(run_id, prompt_id)
-        if run.state != RouteState.WAITING or not self._registry.snapshot().master.participate:
+    def runs(self) -> list[RoutedPrompt]:
+        """Newest first."""
+        return sorted(self._runs.values(), key=lambda run: run.registered_at, reverse=True)
+
+    def run(self, prompt_id: str) -> RoutedPrompt | None:
+        return self._runs.get(prompt_id)
+
+    # --- ComfyUI's execution thread, through the bridge ----------------------------------------
+
+    async def hold(self, prompt_id: str, queued: QueuedPrompt) -> RoutedOutcome | None:
+        """ComfyUI's execution thread popped `prompt_id`. None: the master renders it (it is not routed,
+        or the master takes part). Otherwise waits while a worker renders it and returns how it ended,
+        for the thread to report as its executor would. Cancelled (the thread was interrupted), it
+        stops the prompt on its worker."""
+        run = self._runs.get(prompt_id)
+        if run is None or run.state != RouteState.WAITING:
+            return run.outcome if run is not None else None
+        run.queued, run.seen = queued, True
+        if self._master().participate:
+            self._on_master(run)
             return None
-        run.state, run.participant, run.participant_name = RouteState.RUNNING, MASTER, MASTER
-        logger.info("Queued prompt %s runs on the master", run.prompt_id)
-        return graph.with_prefix(run.prompt, f"{PROXY_NODE_ID}.")
-
-    def release(self, run_id: str, prompt_id: str) -> None:
-        """The proxy saved the images: drop them."""
-        run = self._runs.get(run_id)
-        if run is not None and run.prompt_id == prompt_id:
-            run.images = {}
-
-    async def result(self, run_id: str, prompt_id: str) -> RoutedResult | None:
-        """Waits for a worker's result; None when the run fell back to the master (claim it then)."""
-        run = self._require(run_id, prompt_id)
+        run.held = True
+        self._begin(run)
+        self._wake.set()
         try:
             while not run.finished.is_set():
-                if run.state == RouteState.WAITING and self._registry.snapshot().master.participate:
+                if run.state == RouteState.WAITING and self._master().participate:
+                    run.held = False
+                    self._on_master(run)
                     return None
-                self._wake.set()
-                try:
-                    await asyncio.wait_for(run.finished.wait(), TICK_SECONDS)
-                except TimeoutError:
-                    pass
+                await _nap(run.finished)
         except asyncio.CancelledError:
-            await self.cancel(run, "interrupted on the master")
+            self._interrupt(run)
             raise
-        if run.state != RouteState.DONE:
-            raise JobFailed(run.error or "the queued prompt failed")
-        return run.result()
+        return run.outcome
 
-    async def cancel(self, run: RoutedPrompt, reason: str) -> None:
-        task = self._tasks.pop(run.run_id, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if not run.finished.is_set():
-            run.error = reason
-            self._finish(run, RouteState.CANCELLED)
+    def interrupted(self, prompt_id: str) -> RoutedOutcome:
+        """The thread holding `prompt_id` was interrupted: the prompt is stopped; how it ended."""
+        run = self._runs.get(prompt_id)
+        if run is None:
+            return RoutedOutcome(False, ())
+        self._interrupt(run)
+        return run.outcome or RoutedOutcome(False, tuple(run.messages))
 
-    # --- the loop -------------------------------------------------------------------------
+    # --- POST /interrupt ---------------------------------------------------------------------------
+
+    def interrupt(self, prompt_id: str) -> bool:
+        """Stops a prompt the router gave a worker; False when no worker runs it for the router (then
+        it is ComfyUI's to interrupt, if its thread runs it)."""
+        run = self._runs.get(prompt_id)
+        if run is None or not run.taken or run.state in FINISHED:
+            return False
+        logger.info("Queued prompt %s: interrupted while %s renders it", prompt_id, run.participant_name)
+        self._interrupt(run)
+        return True
+
+    # --- the loop -------------------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Hands waiting runs to free workers, in the master's queue order, until cancelled."""
+        """Hands waiting prompts to free participants, in the master's queue order, until cancelled."""
         while True:
             self._wake.clear()
-            await self._assign()
-            try:
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
-            except TimeoutError:
-                pass
+            self._assign()
+            await _nap(self._wake)
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
@@ -201,94 +179,217 @@ class PromptRouter:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _assign(self) -> None:
-        running, pending = self._master_queue()
-        order = {prompt_id: position for position, prompt_id in enumerate(running + pending)}
-        for run in list(self._runs.values()):
-            if run.prompt_id in order:
-                run.seen_on_master = True
-            elif run.seen_on_master and not run.finished.is_set():
-                if self._master_prompt_ended(run.prompt_id):
-                    if run.participant == MASTER:
-                        self._finish(run, RouteState.DONE)  # the master ran the graph in place
-                    else:
-                        await self.cancel(run, "the master's prompt ended first")  # interrupted or failed there
-                else:
-                    await self.cancel(run, "removed from the master's queue")  # the user cancelled it there
-        waiting = sorted((r for r in self._runs.values() if r.state == RouteState.WAITING and r.seen_on_master),
-                         key=lambda r: order.get(r.prompt_id, len(order)))
+    def _assign(self) -> None:
+        running, pending = self._queue.view()
+        self._follow(running, pending)
         config = self._registry.snapshot()
-        busy = {r.participant for r in self._runs.values() if r.state == RouteState.RUNNING}
-        for run in waiting:
-            if config.master.participate and self._master_takes(run, running, pending):
-                continue
+        taken = {run.prompt_id for run in self._runs.values() if run.taken}
+        master_free = config.master.participate and all(prompt_id in taken for prompt_id in running)
+        order = {prompt_id: position for position, prompt_id in enumerate(pending)}
+        waiting = [run for run in self._runs.values() if run.state == RouteState.WAITING]
+        held = [run for run in waiting if run.held]
+        queued = sorted((run for run in waiting if not run.held and run.prompt_id in order), key=lambda run: order[run.prompt_id])
+        busy = {run.participant for run in self._runs.values() if run.state == RouteState.RUNNING}
+        for run in held + queued:
+            if not run.held and master_free and order[run.prompt_id] == 0:
+                continue  # the master's thread pops it at once
             worker = next((w for w in config.workers if self._is_free(w, busy) and w.id not in run.excluded), None)
             if worker is None:
-                if not self._could_ever_run(run, config.master.participate):
-                    run.error = "no participant could run it: " + "; ".join(run.attempts or ["no worker is online"])
-                    self._finish(run, RouteState.FAILED)
+                if not self._could_ever_run(run, config):
+                    self._give_up(run)
                 continue
+            if not run.held and not self._take(run):
+                continue  # the master's thread popped it meanwhile
             busy.add(worker.id)
             self._start(run, worker)
 
-    def _master_takes(self, run: RoutedPrompt, running: list[str], pending: list[str]) -> bool:
-        """The master's thread is at this prompt's proxy, or is idle and reaches it next."""
-        if running:
-            return running == [run.prompt_id]
-        return bool(pending) and pending[0] == run.prompt_id
+    def _follow(self, running: list[str], pending: list[str]) -> None:
+        """Notes which registered prompts are in the master's queue, and ends those that left it."""
+        present = set(running) | set(pending)
+        for run in list(self._runs.values()):
+            if run.state in FINISHED or run.taken or run.held:
+                continue
+            if run.prompt_id in present:
+                run.seen = True
+            elif run.state == RouteState.RUNNING:  # the master rendered it and its thread ended it
+                succeeded = self._queue.succeeded(run.prompt_id)
+                run.error = "failed on the master (see its history)" if succeeded is False else None
+                self._finish(run, RouteState.FAILED if succeeded is False else RouteState.DONE, None)
+            elif run.seen:
+                run.error = "deleted from the master's queue"
+                logger.info("Queued prompt %s was deleted from the master's queue", run.prompt_id)
+                self._finish(run, RouteState.CANCELLED, None)
+            elif time.monotonic() - run.registered_at > NEVER_QUEUED_SECONDS:
+                del self._runs[run.prompt_id]  # ComfyUI refused the prompt: it never was queued
+
+    def _take(self, run: RoutedPrompt) -> bool:
+        queued = self._queue.take(run.prompt_id)
+        if queued is None:
+            return False
+        run.queued, run.taken, run.seen = queued, True, True
+        return True
+
+    def _master(self) -> MasterConfig:
+        return self._registry.snapshot().master
 
     def _is_free(self, worker: WorkerConfig, busy: set[str | None]) -> bool:
         return worker.enabled and worker.id not in busy and self._health.status(worker.id).state.answers
 
-    def _could_ever_run(self, run: RoutedPrompt, master_participates: bool) -> bool:
-        if master_participates:
-            return True
-        return any(w.enabled and w.id not in run.excluded for w in self._registry.snapshot().workers)
+    def _could_ever_run(self, run: RoutedPrompt, config: RegistryFile) -> bool:
+        return config.master.participate or any(w.enabled and w.id not in run.excluded for w in config.workers)
+
+    def _on_master(self, run: RoutedPrompt) -> None:
+        run.state, run.participant, run.participant_name = RouteState.RUNNING, MASTER, MASTER
+        run.started_at = run.started_at or now_ms()
+        logger.info("Queued prompt %s runs on the master", run.prompt_id)
+
+    def _begin(self, run: RoutedPrompt) -> None:
+        """The prompt left the master's pending list: the client hears that it started, once."""
+        if run.started_at is not None:
+            return
+        run.started_at = now_ms()
+        self._send(run, "execution_start", run.record("execution_start", {"prompt_id": run.prompt_id}))
+        # Nothing of it comes from the master's cache: its executor never saw it.
+        self._send(run, "execution_cached", run.record("execution_cached", {"nodes": [], "prompt_id": run.prompt_id}))
 
     def _start(self, run: RoutedPrompt, worker: WorkerConfig) -> None:
         run.state, run.participant, run.participant_name = RouteState.RUNNING, worker.id, worker.name
+        run.node, run.step, run.executed, run.progress = None, (0, 1), [], None
         logger.info("Queued prompt %s runs on %s", run.prompt_id, worker.name)
+        self._begin(run)
+        task = asyncio.ensure_future(self._render(run, worker))
+        self._tasks[run.prompt_id] = task
+        task.add_done_callback(self._forget_task)
 
+    def _forget_task(self, task: asyncio.Task) -> None:
+        """A run's task ended; the prompt may already be on another worker, under a newer task."""
+        for prompt_id, current in list(self._tasks.items()):
+            if current is task:
+                del self._tasks[prompt_id]
+
+    async def _render(self, run: RoutedPrompt, worker: WorkerConfig) -> None:
         def on_progress(progress: ShareProgress) -> None:
-            run.progress = progress
+            if run.participant == worker.id and run.state == RouteState.RUNNING:
+                self._relay(run, progress)
 
-        task = asyncio.ensure_future(self._runner.run(run.worker_work(), worker, 0, on_progress))
-        self._tasks[run.run_id] = task
-        task.add_done_callback(lambda done, run=run, worker=worker: self._settle(run, worker, done))
-
-    def _settle(self, run: RoutedPrompt, worker: WorkerConfig, task: asyncio.Task) -> None:
-        self._tasks.pop(run.run_id, None)
-        if task.cancelled():
+        work = run.worker_work()
+        try:
+            images = (await self._runner.run(work, worker, 0, on_progress)).outputs
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # whatever a worker did, the prompt goes on elsewhere
+            self._worker_failed(run, worker, error)
             return
-        error = task.exception()
-        if error is None:
-            run.images = task.result().outputs
-            self._finish(run, RouteState.DONE)
-        else:
-            cause = str(error) if isinstance(error, WorkerUnavailable) else f"worker '{worker.name}': unexpected error: {error!r}"
-            logger.warning("Queued prompt %s failed on %s (%s); it waits for another participant", run.prompt_id, worker.name, cause)
-            run.attempts.append(cause)
-            run.excluded.add(worker.id)
-            run.state, run.participant, run.participant_name = RouteState.WAITING, None, None
+        try:
+            outputs, meta = {}, {}
+            for node_id in work.collector_ids:
+                files = await self._queue.save(node_id, images[node_id], run.queued)  # type: ignore[arg-type]
+                outputs[node_id] = {"images": files}
+                meta[node_id] = {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id,
+                                 "distributed_worker": worker.name}
+                self._send(run, "executed", {"node": node_id, "display_node": node_id, "output": outputs[node_id],
+                                             "prompt_id": run.prompt_id})
+        except Exception as error:  # a prompt whose images cannot be saved fails; it never hangs
+            logger.exception("Queued prompt %s: saving what %s rendered failed", run.prompt_id, worker.name)
+            self._fail(run, f"{worker.name} rendered it, but saving its images on the master failed: {error}")
+            return
+        run.executed.extend(node_id for node_id in work.collector_ids if node_id not in run.executed)
+        self._send(run, "execution_success", run.record("execution_success", {"prompt_id": run.prompt_id}))
+        logger.info("Queued prompt %s: rendered by %s", run.prompt_id, worker.name)
+        self._finish(run, RouteState.DONE, RoutedOutcome(True, tuple(run.messages), outputs, meta))
+
+    def _relay(self, run: RoutedPrompt, progress: ShareProgress) -> None:
+        """The worker's progress, as ComfyUI would tell the client: `executing` when the node changes,
+        `progress` when its steps move. Only nodes of the prompt itself are named (the worker is not
+        trusted to name anything else)."""
+        run.progress = progress
+        node = progress.node
+        if node is None or run.queued is None or node not in run.queued.prompt:
+            return
+        if node != run.node:
+            if run.node is not None and run.node not in run.executed:
+                run.executed.append(run.node)
+            run.node, run.step = node, (0, 1)
+            self._send(run, "executing", {"node": node, "display_node": node, "prompt_id": run.prompt_id})
+        step = (progress.value, progress.max)
+        if step != run.step:
+            run.step = step
+            self._send(run, "progress", {"value": progress.value, "max": progress.max, "prompt_id": run.prompt_id, "node": node})
+
+    def _worker_failed(self, run: RoutedPrompt, worker: WorkerConfig, error: Exception) -> None:
+        cause = str(error) if isinstance(error, WorkerUnavailable) else f"worker '{worker.name}': unexpected error: {error!r}"
+        run.attempts.append(cause)
+        run.excluded.add(worker.id)
+        run.progress = None
+        if not self._could_ever_run(run, self._registry.snapshot()):
+            self._give_up(run)
+            return
+        logger.warning("Queued prompt %s failed on %s (%s); it goes back to the master's queue", run.prompt_id, worker.name, cause)
+        run.state, run.participant, run.participant_name = RouteState.WAITING, None, None
+        if run.taken:
+            self._queue.give_back(run.prompt_id)
+            run.taken, run.queued = False, None
         self._wake.set()
 
-    def _finish(self, run: RoutedPrompt, state: RouteState) -> None:
-        run.state = state
+    def _give_up(self, run: RoutedPrompt) -> None:
+        """No participant is left for the prompt: it ends in error, naming each worker and why."""
+        if not run.held and not run.taken and not self._take(run):
+            return  # the master's thread popped it meanwhile: it ends there, through `hold`
+        self._begin(run)
+        self._fail(run, "no participant could run it: " + "; ".join(run.attempts or ["no worker is enabled"]))
+
+    def _fail(self, run: RoutedPrompt, message: str) -> None:
+        run.error = message
+        node = run.last_node()
+        logger.warning("Queued prompt %s failed: %s", run.prompt_id, message)
+        data = run.record("execution_error", {
+            "prompt_id": run.prompt_id, "node_id": node, "node_type": run.node_type(node), "executed": list(run.executed),
+            "exception_message": f"Distributed queue: {message}", "exception_type": "JobFailed", "traceback": [],
+            "current_inputs": {}, "current_outputs": [],
+        })
+        self._send(run, "execution_error", data)
+        self._finish(run, RouteState.FAILED, RoutedOutcome(False, tuple(run.messages)))
+
+    def _interrupt(self, run: RoutedPrompt) -> None:
+        if run.state in FINISHED:
+            return
+        task = self._tasks.pop(run.prompt_id, None)
+        if task is not None:
+            task.cancel()  # the runner takes the prompt off the worker
+        node = run.last_node()
+        data = run.record("execution_interrupted", {"prompt_id": run.prompt_id, "node_id": node, "node_type": run.node_type(node),
+                                                    "executed": list(run.executed)})
+        self._send(run, "execution_interrupted", data, to_everyone=run.client_id is None)
+        run.error = "interrupted"
+        self._finish(run, RouteState.INTERRUPTED, RoutedOutcome(False, tuple(run.messages)))
+
+    def _finish(self, run: RoutedPrompt, state: RouteState, outcome: RoutedOutcome | None) -> None:
+        run.state, run.outcome, run.finished_at = state, outcome, now_ms()
         run.finished.set()
+        if run.taken and outcome is not None:
+            run.taken = False
+            self._queue.task_done(run.prompt_id, outcome)
+            self._send(run, "executing", {"node": None, "prompt_id": run.prompt_id})
+        run.queued = None  # the prompt and its workflow live on in ComfyUI's history, not here too
         self._wake.set()
 
-    def _require(self, run_id: str, prompt_id: str) -> RoutedPrompt:
-        run = self._runs.get(run_id)
-        if run is None:
-            raise JobFailed(f"queued prompt {run_id} is unknown (was the master restarted?)")
-        if run.prompt_id != prompt_id:
-            raise JobFailed(f"queued prompt {run_id} belongs to another prompt; this node is added by the master, not by hand")
-        return run
+    def _send(self, run: RoutedPrompt, event: str, data: dict[str, Any], to_everyone: bool = False) -> None:
+        """As ComfyUI's executor sends: to the client that queued the prompt; without one, nothing
+        (or, `to_everyone`, to every client)."""
+        if run.client_id is not None or to_everyone:
+            self._queue.send(event, data, run.client_id)
 
     def _forget_old_runs(self) -> None:
-        finished = [run for run in self.runs() if run.finished.is_set()]
+        finished = [run for run in self.runs() if run.state in FINISHED]
         for run in finished[KEEP_FINISHED_RUNS:]:
-            self._runs.pop(run.run_id, None)
-        for run in finished:
-            if run.images and self._master_prompt_ended(run.prompt_id):
-                run.images = {}  # its proxy will never save them (the master's prompt failed first)
+            self._runs.pop(run.prompt_id, None)
+
+
+async def _nap(event: asyncio.Event) -> None:
+    """Until `event` is set, or TICK_SECONDS at most. (Not `wait_for`: in Python 3.11 it can swallow a
+    cancellation that arrives just as the event is set, and the loop around it would never stop.)"""
+    try:
+        async with asyncio.timeout(TICK_SECONDS):
+            await event.wait()
+    except TimeoutError:
+        pass

@@ -1,5 +1,6 @@
 """The nodes the master adds to a prompt answer only the master: a prompt queued by anyone else that holds
-them (with a job id or run id read from the API or the queue) is refused, and nothing it sent is used."""
+them (with a job id read from the API or the queue) is refused, and nothing it sent is used. No prompt
+passes for a distributed one by borrowing its prompt id."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from distributed.jobs.router import PromptRouter
 from distributed.jobs.scheduler import ShareQueue
 from distributed.shares import Share
 from distributed.workers.status import WorkerState, WorkerStatus
+from tests.unit.queue_fakes import FakeComfyQueue
 
 PROMPT = {
     "1": {"class_type": "DistributedSeed", "inputs": {"seed": 41}},
@@ -48,7 +50,7 @@ class _NoRunner:
 def _services(tmp_path: Path) -> tuple[Registry, Dispatcher, PromptRouter]:
     registry = Registry(tmp_path / "workers.json")
     dispatcher = Dispatcher(registry, _Nobody(), Events(lambda event, data: None), _NoRunner())
-    router = PromptRouter(registry, _Nobody(), _NoRunner(), lambda: ([], []), lambda prompt_id: False)
+    router = PromptRouter(registry, _Nobody(), _NoRunner(), FakeComfyQueue())
     return registry, dispatcher, router
 
 
@@ -87,26 +89,13 @@ def test_the_token_is_never_shown(tmp_path: Path) -> None:
     assert job.master_share_token not in str(job.snapshot()) and job.master_share_token not in repr(job)
 
 
-async def test_a_queued_prompt_proxy_serves_only_the_prompt_it_was_queued_in(tmp_path: Path) -> None:
-    _, _, router = _services(tmp_path)
-    proxy = router.submit(WHOLE, "victim-prompt", ("2",))
-    run_id = proxy["distributed_queue"]["inputs"]["run_id"]  # visible to every client in the master's /queue
-
-    with pytest.raises(JobFailed, match="belongs to another prompt"):
-        router.claim_for_master(run_id, "attacker-prompt")
-    with pytest.raises(JobFailed, match="belongs to another prompt"):
-        await router.result(run_id, "attacker-prompt")
-    assert router.claim_for_master(run_id, "victim-prompt") is not None
-
-
 def test_a_prompt_cannot_borrow_the_id_of_a_distributed_prompt(tmp_path: Path) -> None:
     registry, dispatcher, router = _services(tmp_path)
     hook = PromptHook(registry, dispatcher, router, lambda class_type: class_type == "SaveImage")
-    router.submit(WHOLE, "routed-prompt", ("2",))
+    router.register("routed-prompt", ("2",))
     dispatcher.register({key: {**node, "inputs": dict(node["inputs"])} for key, node in PROMPT.items()}, "job-prompt")
 
-    borrowed = [hook({"prompt": {"9": {"class_type": "DistributedQueuedPrompt", "inputs": {"run_id": "x"}}}, "prompt_id": taken})
-                for taken in ("routed-prompt", "job-prompt")]
+    borrowed = [hook({"prompt": dict(WHOLE), "prompt_id": taken}) for taken in ("routed-prompt", "job-prompt")]
     own = hook({"prompt": dict(WHOLE), "prompt_id": "my-own-id"})
 
     assert not {answer["prompt_id"] for answer in borrowed} & {"routed-prompt", "job-prompt"}
