@@ -24,8 +24,6 @@ expect = playwright_api.expect
 Page = playwright_api.Page
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run"]
 TAB_BUTTON = ".distributed-tab-button"
 UI_TIMEOUT_MS = 30_000
 MODEL = "panel-copy.safetensors"
@@ -56,18 +54,16 @@ def fleet() -> Iterator[dict[str, ComfyInstance]]:
 
 
 @pytest.fixture
-def page(fleet: dict[str, ComfyInstance]) -> Iterator[Page]:
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        opened = context.new_page()
-        opened.set_default_timeout(UI_TIMEOUT_MS)
-        try:
-            opened.goto(fleet["master"].url)
-            yield opened
-        finally:
-            context.close()
-            browser.close()
+def page(browser: Any, fleet: dict[str, ComfyInstance]) -> Iterator[Page]:
+    """A page of the session's browser (tests/browser/conftest.py): one sync playwright per process."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    opened = context.new_page()
+    opened.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        opened.goto(fleet["master"].url)
+        yield opened
+    finally:
+        context.close()
 
 
 def editor_workflow(checkpoint: str) -> dict[str, Any]:

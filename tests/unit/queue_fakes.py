@@ -14,7 +14,7 @@ import numpy as np
 
 from distributed.config.models import WorkerConfig
 from distributed.jobs.routed import QueuedPrompt, RoutedOutcome
-from distributed.shares import ShareProgress, ShareWork
+from distributed.shares import ShareProgress, ShareResult, ShareWork
 from distributed.workers.status import WorkerState, WorkerStatus
 
 CLIENT = "client-1"
@@ -119,7 +119,7 @@ class Call:
     cancelled: bool = False
 
     def deliver(self) -> None:
-        self.result.set_result({node_id: np.zeros((1, 8, 8, 3), dtype=np.float32) for node_id in self.work.collector_ids})
+        self.result.set_result(ShareResult({node_id: np.zeros((1, 8, 8, 3), dtype=np.float32) for node_id in self.work.collector_ids}))
 
     def fail(self, error: Exception) -> None:
         self.result.set_exception(error)
