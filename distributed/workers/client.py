@@ -258,6 +258,20 @@ class WorkerClient:
             raise self._late(scope, "GET", path, seconds) or unavailable_from(self.name, error, TRANSFER_READ_TIMEOUT) from None
         return Download(value, body.count, time.perf_counter() - started)
 
+    async def call_api(self, method: str, path: str, json_body: Any = None, params: dict[str, str] | None = None,
+                       read_timeout: float = READ_TIMEOUT) -> tuple[int, Any]:
+        """One request to an API of this extension on the other side (a host's /distributed routes):
+        the status and the JSON answer, None when it is empty or not JSON. The caller reads the
+        status; a GET is retried as `get_json`'s are, nothing else is."""
+        if method == "GET":
+            status, body = await self._get(path, params=params, read_timeout=read_timeout)
+        else:
+            status, body = await self._request(method, path, json_body=json_body, params=params, read_timeout=read_timeout)
+        try:
+            return status, parse_json(body) if body else None
+        except ValueError:
+            return status, None
+
     async def cancel(self, prompt_id: str) -> None:
         """Removes a prompt from the worker's queue and stops it if running; best effort."""
         for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
