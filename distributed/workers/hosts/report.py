@@ -17,6 +17,7 @@ from ...config.models import WORKER_ID_PATTERN, Listen, Port
 from ...config.secrets import MAX_SECRET_LENGTH, check_secret
 from ..status import WorkerState
 
+REPORT_PATH = "/distributed/host"
 REPORT_VERSION = 1
 MAX_HOST_GPUS = 64
 MAX_HOST_WORKERS = 64

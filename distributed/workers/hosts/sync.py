@@ -35,12 +35,11 @@ from ...errors import BadResult, WorkerUnavailable
 from ..health import HealthMonitor
 from ..pool import ClientPool
 from ..status import WorkerState, WorkerStatus
-from .report import HostReport, HostWorker
+from .report import REPORT_PATH, HostReport, HostWorker
 
 logger = logging.getLogger(__name__)
 
 MANAGER_KIND = "host"
-REPORT_PATH = "/distributed/host"
 TICK_SECONDS = 0.25
 MIN_INTERVAL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
