@@ -17,8 +17,6 @@ ComfyUI serves every route registered here under `/api/distributed/...` too.
   answer the master that holds its token, and its own user at the machine.
 - Reading from this machine stays open, unless the token is set and `DISTRIBUTED_API_TOKEN_READS=1`
   asks for the token on reads too.
-- A request that carries the right token passes the Host rule: a rebinding page cannot know it, and
-  a master that drives this one as a host reaches it by whatever name the user gave it.
 """
 
 from __future__ import annotations
@@ -215,7 +213,7 @@ class AccessPolicy:
         async def read(request: web.Request) -> web.StreamResponse:
             refused = self._refused(request, change=False)
             if refused is None and self.token is None:
-                problem = f"this route answers only with this ComfyUI's API token, and none is set: start it with {TOKEN_ENV}"
+                problem = f"this ComfyUI has no API token, and this route answers only with it: start it with {TOKEN_ENV}"
                 logger.warning("Refused %s %s: %s", request.method, request.path, problem)
                 refused = error_response(403, problem)
             if refused is not None:
@@ -228,9 +226,7 @@ class AccessPolicy:
         return self.remote_rule and not is_loopback_peer(request)
 
     def _refused(self, request: web.Request, change: bool) -> web.Response | None:
-        problem = None
-        if self.hosts is not None and not self._carries_token(request):
-            problem = self.hosts.problem(request)
+        problem = self.hosts.problem(request) if self.hosts is not None else None
         if problem is None and (change or self.cors_enabled):
             problem = foreign_origin(request, change)
         if problem is None and self.token is None and self._needs_token_from(request):
@@ -240,9 +236,6 @@ class AccessPolicy:
             return None
         logger.warning("Refused %s %s: %s", request.method, request.path, problem)
         return error_response(403, problem)
-
-    def _carries_token(self, request: web.Request) -> bool:
-        return self.token is not None and self.token_problem(request) is None
 
     async def _with_token(self, handler: Handler, request: web.Request) -> web.StreamResponse:
         problem = self.token_problem(request)

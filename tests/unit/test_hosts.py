@@ -240,6 +240,7 @@ async def test_a_host_is_asked_with_its_token_and_its_stopped_worker_shows_stopp
     ((200, {"version": 1, "workers": [_reported("g0", 8189, auth_token="a\nb")]}), "not understood: workers.0.auth_token"),
     ((404, {"error": "Not Found"}), "does not run this extension"),
     ((401, {"error": "wrong API token"}), "refused this entry's token"),
+    ((403, {"error": "requests for host 'studio.lan' are refused"}), "the host refused /distributed/host (403: requests for host"),
     ((200, [[[]]]), "not understood"),
 ])
 async def test_a_host_that_answers_badly_is_shown_in_error_and_changes_nothing_here(

@@ -8,7 +8,7 @@
  * host only is listed but not used from here.
  */
 
-import { button, h, replaceChildren, toggleSwitch, uniqueId } from "./dom.js";
+import { button, h, icon, replaceChildren, toggleSwitch, uniqueId } from "./dom.js";
 import { formatBytes, workerAddress } from "./format.js";
 import { createLogViewer } from "./log_viewer.js";
 import { describeStatus } from "./status.js";
@@ -31,6 +31,13 @@ async function run(store, who, control, action, revert = null) {
   } finally {
     control.disabled = false;
   }
+}
+
+/** The entry's warnings (a token over plain http, for instance), as the worker cards show them. */
+function renderWarnings(list, entry) {
+  const found = Array.isArray(entry?.warnings) ? entry.warnings : [];
+  replaceChildren(list, found.map((text) => h("li", { class: "dgpu-warning" }, icon("pi-exclamation-triangle"), h("span", { text }))));
+  list.hidden = found.length === 0;
 }
 
 /** A yes/no row that asks before something is removed. */
@@ -65,6 +72,7 @@ export function createHostGroup({ store, host: initial, onEdit }) {
   const address = h("p", { class: "dgpu-meta dgpu-address" }, h("span", { text: "Host" }), " · ", addressText);
   const status = h("p", { class: "dgpu-status" });
   const problems = h("ul", { class: "dgpu-warnings", "aria-label": "Problems" });
+  const warnings = h("ul", { class: "dgpu-warnings", "aria-label": "Warnings" });
   const gpuList = h("ul", { class: "dgpu-gpus" });
   const listenSelect = h("select", { class: "dgpu-input dgpu-input-inline" },
     LISTEN_CHOICES.map((choice) => h("option", { value: choice.value, text: choice.text })));
@@ -81,6 +89,7 @@ export function createHostGroup({ store, host: initial, onEdit }) {
     h("div", { class: "dgpu-card-head" }, dot, h("div", { class: "dgpu-card-heading" }, name), enabled.root),
     address,
     status,
+    warnings,
     problems,
     gpuList,
     newWorkers,
@@ -190,6 +199,7 @@ export function createHostGroup({ store, host: initial, onEdit }) {
     const found = Array.isArray(view.problems) ? view.problems : [];
     replaceChildren(problems, found.map((text) => h("li", { class: "dgpu-warning", text })));
     problems.hidden = found.length === 0;
+    renderWarnings(warnings, host);
     renderGpus(view);
     renderWorkers(view);
   }
@@ -227,6 +237,7 @@ function createHostWorkerCard({ store, hostId }) {
   });
   const facts = h("p", { class: "dgpu-meta" });
   const status = h("p", { class: "dgpu-status" });
+  const warnings = h("ul", { class: "dgpu-warnings", "aria-label": "Warnings" });
   const listen = toggleSwitch({
     label: "Listens on the network",
     checked: false,
@@ -255,6 +266,7 @@ function createHostWorkerCard({ store, hostId }) {
     h("div", { class: "dgpu-card-head" }, dot, h("div", { class: "dgpu-card-heading" }, name), enabled.root),
     facts,
     status,
+    warnings,
     h("div", { class: "dgpu-meta dgpu-listen" }, listen.root),
     h(
       "div",
@@ -310,6 +322,7 @@ function createHostWorkerCard({ store, hostId }) {
     status.textContent = described.label + onHostOnly;
     status.className = `dgpu-status dgpu-status-${described.tone}`;
     status.title = described.detail ?? "";
+    renderWarnings(warnings, entry);
     if (document.activeElement !== listen.input) listen.input.checked = worker.listen === "network";
     const running = RUNNING_STATES.has(worker.state);
     launch.disabled = running;

@@ -238,9 +238,9 @@ class HostSync:
         said = said[:300] if isinstance(said, str) else f"HTTP {status_code}"
         if status_code == 404:
             return f"{REPORT_PATH} answered 404: this ComfyUI does not run this extension, or a version without hosts"
-        if status_code in (401, 403):
-            return f"the host refused this entry's token ({status_code}: {said}); give it the host's DISTRIBUTED_API_TOKEN"
-        return f"{REPORT_PATH} answered {status_code}: {said}"
+        if status_code == 401:
+            return f"the host refused this entry's token ({said}); give it the host's DISTRIBUTED_API_TOKEN"
+        return f"the host refused {REPORT_PATH} ({status_code}: {said})"
 
     def _apply(self, host: WorkerConfig, report: HostReport | None, status: WorkerStatus) -> None:
         view = self._views.setdefault(host.id, HostView())
