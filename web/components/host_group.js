@@ -279,9 +279,10 @@ function createHostWorkerCard({ store, hostId }) {
     logSlot,
   );
 
-  /** This master's entry for the worker, when it listens on the network. */
+  /** This master's entry for the worker, when it listens on the network (and the id is not another worker's). */
   function managedEntry() {
-    return worker?.managed_id ? store.worker(worker.managed_id) : null;
+    const entry = worker?.managed_id ? store.worker(worker.managed_id) : null;
+    return entry?.managed_by === `host:${hostId}` ? entry : null;
   }
 
   function toggleLog() {
@@ -324,9 +325,8 @@ function createHostWorkerCard({ store, hostId }) {
     status.title = described.detail ?? "";
     renderWarnings(warnings, entry);
     if (document.activeElement !== listen.input) listen.input.checked = worker.listen === "network";
-    const running = RUNNING_STATES.has(worker.state);
-    launch.disabled = running;
-    stop.disabled = !running && worker.state !== "error";
+    launch.disabled = RUNNING_STATES.has(worker.state);
+    stop.disabled = worker.state === "offline" || worker.state === "stopped";
   }
 
   return { el, update, destroy: closeLog };
