@@ -13,12 +13,14 @@ import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .api.access import AccessPolicy
 from .api.config import add_config_routes
+from .api.host import add_host_side_routes
+from .api.hosts import add_host_routes
 from .api.identity import add_identity_route
 from .api.inventory import add_inventory_routes
 from .api.jobs import add_job_routes
@@ -41,6 +43,9 @@ from .transport.provision.sender import ModelCopier
 from .transport.runner import ShareRunner
 from .workers.diagnostics import remote_log_tail, test_connection
 from .workers.health import HealthMonitor
+from .workers.hosts.inventory import HostInventory
+from .workers.hosts.relay import HostRelay
+from .workers.hosts.sync import HostSync
 from .workers.local.arguments import ArgumentReader
 from .workers.local.fleet import LocalFleet
 from .workers.orphans import OrphanSweeper, ShareOwner
@@ -83,10 +88,16 @@ class DistributedApp:
         self.arguments = ArgumentReader(comfy_parser)
         self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port, paths.device)
         self._master_port = paths.port
+        self.hosts = HostSync(self.registry, self.clients, self.health,
+                              on_change=lambda: self.events.registry_changed(self.views.snapshot()))
+        self.health.set_override(lambda worker_id: self.fleet.status_override(worker_id) or self.hosts.status_override(worker_id))
+        self._relay = HostRelay(self.clients)
+        self._host_inventory = HostInventory(self.registry, self._status_json, paths.device, paths.port)
         self.views = RegistryViews(
-            self.registry, status_json=lambda worker_id: self.health.status(worker_id).as_json(),
+            self.registry, status_json=self._status_json,
             relative_speed=self.dispatcher.speeds.latest_relative_speed,
             result_link=lambda worker_id: self._runner.link_report().get(worker_id), master_device=server.device,
+            hosts=self.hosts.snapshot,
         )
         self.bridge = JobBridge(server.loop, self.dispatcher, self.router)
         self.local_models = local_models
@@ -108,25 +119,31 @@ class DistributedApp:
         add_job_routes(routes, policy, self.dispatcher, self.dispatcher.speeds)
         add_queue_routes(routes, policy, self.router)
         add_process_routes(routes, policy, self.fleet.processes, self.registry.worker,
-                           status_json=lambda worker_id: self.health.status(worker_id).as_json(), remote_log=self._remote_log)
+                           status_json=self._status_json, remote_log=self._remote_log)
         add_inventory_routes(routes, policy, self.registry, self.inventory, self.local_models.library, self.local_models.packs,
                              self.copier)
+        add_host_routes(routes, policy, self.registry, self.hosts, self._relay)
+        add_host_side_routes(routes, policy, self._host_inventory, self.views)
         self._server.app.cleanup_ctx.append(self._background_tasks)
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
         await self.fleet.start()
         tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self.registry.watch()),
                  asyncio.ensure_future(self.router.serve()), asyncio.ensure_future(self._orphans.run()),
-                 asyncio.ensure_future(self.dispatcher.sweep_forever())]
+                 asyncio.ensure_future(self.dispatcher.sweep_forever()), asyncio.ensure_future(self.hosts.run())]
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.router.stop()
         await self.copier.close()
+        await self.hosts.stop()
         await self.health.stop()
         await self.fleet.processes.close()
         await self.clients.close()
+
+    def _status_json(self, worker_id: str) -> dict[str, Any]:
+        return self.health.status(worker_id).as_json()
 
     async def _removed(self, worker: WorkerConfig) -> None:
         await self.fleet.removed(worker)

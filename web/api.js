@@ -17,6 +17,8 @@ export class ApiError extends Error {
 }
 
 const worker = (workerId) => `/distributed/workers/${encodeURIComponent(workerId)}`;
+const hostWorkers = (hostId) => `/distributed/hosts/${encodeURIComponent(hostId)}/workers`;
+const hostWorker = (hostId, workerId) => `${hostWorkers(hostId)}/${encodeURIComponent(workerId)}`;
 
 export class DistributedClient {
   /** @param {(path: string, init?: RequestInit) => Promise<Response>} fetchApi */
@@ -91,6 +93,32 @@ export class DistributedClient {
 
   workerLog(workerId, lines) {
     return this.request("GET", `${worker(workerId)}/log?lines=${encodeURIComponent(lines)}`);
+  }
+
+  // A host's workers (docs/hosts.md): the master carries each action to the host and answers with
+  // the host's fresh view, `{host: {...}}`, as the snapshot shows it under `hosts`.
+
+  /** `{cuda_device: number|null, listen: "network"|"loopback"}`: one more worker on a free GPU of the host. */
+  addHostWorker(hostId, fields) {
+    return this.request("POST", hostWorkers(hostId), fields);
+  }
+
+  /** Where the host's worker listens; a worker that runs is restarted so the change takes effect. */
+  setHostWorkerListen(hostId, workerId, listen) {
+    return this.request("PATCH", hostWorker(hostId, workerId), { listen });
+  }
+
+  removeHostWorker(hostId, workerId) {
+    return this.request("DELETE", hostWorker(hostId, workerId));
+  }
+
+  /** `action` is "launch", "stop" or "restart". */
+  controlHostWorker(hostId, workerId, action) {
+    return this.request("POST", `${hostWorker(hostId, workerId)}/${action}`);
+  }
+
+  hostWorkerLog(hostId, workerId, lines) {
+    return this.request("GET", `${hostWorker(hostId, workerId)}/log?lines=${encodeURIComponent(lines)}`);
   }
 
   jobs() {

@@ -33,6 +33,8 @@ export class DistributedStore extends EventTarget {
       master: { participate: true, host: "", cuda_device: null },
       settings: {},
       workers: [],
+      // What the master knows of each host (GPUs, workers, state), by host id (docs/hosts.md).
+      hosts: {},
       masterDevice: null,
       job: null,
       // The master's latest ComfyUI prompt as ComfyUI reports it: its step progress (sent to every
@@ -146,6 +148,7 @@ export class DistributedStore extends EventTarget {
       masterDevice: snapshot.master_device ?? this.state.masterDevice ?? null,
       settings: snapshot.settings ?? this.state.settings,
       workers: snapshot.workers.map((w) => this.withNewestStatus(w)),
+      hosts: snapshot.hosts && typeof snapshot.hosts === "object" ? snapshot.hosts : {},
     });
     this.emitChange("snapshot");
   }
@@ -350,6 +353,36 @@ export class DistributedStore extends EventTarget {
 
   async workerLog(workerId, lines) {
     const body = await this.client.workerLog(workerId, lines);
+    return Array.isArray(body?.lines) ? body.lines : [];
+  }
+
+  /** The host's view as the master answered it after an action on one of its workers. */
+  applyHostView(hostId, view) {
+    if (!view || typeof view !== "object") return;
+    this.state.hosts = { ...this.state.hosts, [hostId]: view };
+    this.emitChange("host");
+  }
+
+  async addHostWorker(hostId, fields) {
+    const body = await this.client.addHostWorker(hostId, fields);
+    this.applyHostView(hostId, body?.host);
+    return body;
+  }
+
+  async setHostWorkerListen(hostId, workerId, listen) {
+    this.applyHostView(hostId, (await this.client.setHostWorkerListen(hostId, workerId, listen))?.host);
+  }
+
+  async removeHostWorker(hostId, workerId) {
+    this.applyHostView(hostId, (await this.client.removeHostWorker(hostId, workerId))?.host);
+  }
+
+  async controlHostWorker(hostId, workerId, action) {
+    this.applyHostView(hostId, (await this.client.controlHostWorker(hostId, workerId, action))?.host);
+  }
+
+  async hostWorkerLog(hostId, workerId, lines) {
+    const body = await this.client.hostWorkerLog(hostId, workerId, lines);
     return Array.isArray(body?.lines) ? body.lines : [];
   }
 

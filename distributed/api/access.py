@@ -11,8 +11,12 @@ ComfyUI serves every route registered here under `/api/distributed/...` too.
   With that flag every web page could read ComfyUI's answers, so reads get the origin check too.
 - With a shared API token (env `DISTRIBUTED_API_TOKEN`), those routes also need the token, sent as
   `Authorization: Bearer <token>` or `X-Distributed-Token`; a missing or wrong one gets 401.
-- Reading status stays open, unless the token is set and `DISTRIBUTED_API_TOKEN_READS=1` asks for
-  the token on reads too.
+- Callers on other machines (a peer address that is not loopback) need the token on every route,
+  reads included (they show the configuration and logs); with no token set they are refused (403).
+  This is what makes a master safe to use as a host (docs/hosts.md): its processes and configuration
+  answer the master that holds its token, and its own user at the machine.
+- Reading from this machine stays open, unless the token is set and `DISTRIBUTED_API_TOKEN_READS=1`
+  asks for the token on reads too.
 """
 
 from __future__ import annotations
@@ -98,6 +102,18 @@ class HostRule:
                 f"{ALLOWED_HOSTS_SETTING} (workers.json) or {ALLOWED_HOSTS_ENV}")
 
 
+def is_loopback_peer(request: web.Request) -> bool:
+    """Whether the request comes from this machine: its peer address is a loopback address (an IPv4
+    one mapped into IPv6 included). No peer address at all counts as another machine."""
+    try:
+        address = ipaddress.ip_address((request.remote or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
 def foreign_origin(request: web.Request, change: bool = True) -> str | None:
     """Why a browser request must be refused as coming from another web origin, or None.
 
@@ -129,6 +145,9 @@ class AccessPolicy:
     """ComfyUI runs with `--enable-cors-header`: any page could read an answer, so reads get the origin check."""
     hosts: HostRule | None = HostRule()
     """None only for routes reached by whatever name a master uses for this machine (a worker's results)."""
+    remote_rule: bool = True
+    """Callers on other machines need the token on every route, and are refused when none is set; off
+    only for a worker's results route, which its master fetches from wherever it runs."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], cors_enabled: bool = False,
@@ -147,7 +166,7 @@ class AccessPolicy:
         token still apply; a master sends the token as the worker's `auth_token`.
         """
         policy = cls.from_environ(environ)
-        return cls(policy.token, policy.protect_reads, hosts=None)
+        return cls(policy.token, policy.protect_reads, hosts=None, remote_rule=False)
 
     @classmethod
     def for_worker_routes(cls, environ: Mapping[str, str]) -> AccessPolicy:
@@ -156,12 +175,13 @@ class AccessPolicy:
         A master reaches a worker by whatever name it was given (a pod proxy's, a tunnel's), so a name
         cannot be asked to be allowed beforehand. A token does what the Host rule does against a page
         that re-points its own name here: such a page cannot know it. So the Host rule applies unless
-        this instance has a token (the API's, or the worker lock of workers/lock.py).
+        this instance has a token (the API's, or the worker lock of workers/lock.py). A locked worker's
+        lock already asks every caller for its token, so callers on other machines pass on that alone.
         """
         policy = cls.from_environ(environ)
         if policy.token is None and worker_token(environ) is None:
             return policy
-        return cls(policy.token, policy.protect_reads, hosts=None)
+        return cls(policy.token, policy.protect_reads, hosts=None, remote_rule=policy.token is not None)
 
     def token_problem(self, request: web.Request) -> str | None:
         """Why the request's token is not accepted, or None (always None without a configured token)."""
@@ -177,7 +197,8 @@ class AccessPolicy:
         return None
 
     def guard(self, handler: Handler) -> Handler:
-        """Wraps a state-changing handler: Host and origin checks (403), then the token (401), then error mapping."""
+        """Wraps a state-changing handler: Host, origin and remote-caller checks (403), then the token
+        (401), then error mapping."""
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             refused = self._refused(request, change=True)
@@ -188,23 +209,45 @@ class AccessPolicy:
         return guarded
 
     def reader(self, handler: Handler) -> Handler:
-        """Wraps a reading handler: the Host check, the origin check under `cors_enabled`, and the
-        token only when reads are protected."""
+        """Wraps a reading handler: the Host check, the origin check under `cors_enabled`, the
+        remote-caller check, and the token when reads are protected or the caller is on another machine."""
 
         async def read(request: web.Request) -> web.StreamResponse:
             refused = self._refused(request, change=False)
             if refused is not None:
                 return refused
-            if not self.protect_reads:
+            if not self.protect_reads and not self._needs_token_from(request):
                 return await mapped(handler)(request)
             return await self._with_token(handler, request)
 
         return read
 
+    def privileged(self, handler: Handler) -> Handler:
+        """Wraps a read that hands out secrets (a host's worker tokens): every caller needs the token,
+        loopback included, and without a configured token the route is refused."""
+
+        async def read(request: web.Request) -> web.StreamResponse:
+            refused = self._refused(request, change=False)
+            if refused is None and self.token is None:
+                problem = f"this ComfyUI has no API token, and this route answers only with it: start it with {TOKEN_ENV}"
+                logger.warning("Refused %s %s: %s", request.method, request.path, problem)
+                refused = error_response(403, problem)
+            if refused is not None:
+                return refused
+            return await self._with_token(handler, request)
+
+        return read
+
+    def _needs_token_from(self, request: web.Request) -> bool:
+        return self.remote_rule and not is_loopback_peer(request)
+
     def _refused(self, request: web.Request, change: bool) -> web.Response | None:
         problem = self.hosts.problem(request) if self.hosts is not None else None
         if problem is None and (change or self.cors_enabled):
             problem = foreign_origin(request, change)
+        if problem is None and self.token is None and self._needs_token_from(request):
+            problem = (f"requests from another machine ({request.remote or 'unknown address'}) are refused: this ComfyUI has no "
+                       f"API token; start it with {TOKEN_ENV}=<a long random string> and send that token (docs/hosts.md)")
         if problem is None:
             return None
         logger.warning("Refused %s %s: %s", request.method, request.path, problem)

@@ -36,6 +36,18 @@ class Processes(Protocol):
     async def log_tail(self, worker_id: str, lines: int) -> list[str]: ...
 
 
+def read_lines(request: web.Request) -> int:
+    """The `lines` a log request asks for; ConfigError (field lines) unless a whole number in range."""
+    raw = request.query.get("lines", str(DEFAULT_LOG_LINES))
+    try:
+        lines = int(raw)
+    except ValueError:
+        lines = 0
+    if not 1 <= lines <= MAX_LOG_LINES:
+        raise ConfigError(f"lines must be a whole number from 1 to {MAX_LOG_LINES}, got '{raw[:20]}'", field="lines")
+    return lines
+
+
 def not_local(worker: WorkerConfig) -> ConfigError:
     return ConfigError(f"worker '{worker.name}' is a {worker.type} worker; only local workers have a process here", field="type")
 
@@ -75,13 +87,7 @@ def add_process_routes(
     @routes.get("/distributed/workers/{worker_id}/log")
     @policy.reader
     async def log(request: web.Request) -> web.StreamResponse:
-        raw = request.query.get("lines", str(DEFAULT_LOG_LINES))
-        try:
-            lines = int(raw)
-        except ValueError:
-            lines = 0
-        if not 1 <= lines <= MAX_LOG_LINES:
-            raise ConfigError(f"lines must be a whole number from 1 to {MAX_LOG_LINES}, got '{raw[:20]}'", field="lines")
+        lines = read_lines(request)
         worker = get_worker(request.match_info["worker_id"])
         if worker.type == "local":
             return web.json_response({"lines": await processes.log_tail(worker.id, lines)})

@@ -24,8 +24,11 @@ class RegistryViews:
         relative_speed: Callable[[str], float | None],
         result_link: Callable[[str], dict[str, Any] | None],
         master_device: Callable[[], dict[str, str]] = dict,
+        hosts: Callable[[], dict[str, Any]] = dict,
     ) -> None:
+        """`hosts`: what this master knows of each of its hosts (GPUs, workers), by host id."""
         self._registry = registry
+        self._hosts = hosts
         self._master_device = master_device
         self._status_json = status_json
         self._relative_speed = relative_speed
@@ -39,6 +42,7 @@ class RegistryViews:
         body["registry_path"] = str(self._registry.path)
         body["master_device"] = self._master_device()
         body["workers"] = [self._worker_view(worker) for worker in config.workers]
+        body["hosts"] = self._hosts()
         return body
 
     def worker_snapshot(self, worker_id: str) -> dict[str, Any]:

@@ -3,12 +3,16 @@
     GET    /distributed/workers                  the registry plus each worker's live status
     POST   /distributed/workers                  add a worker (201)
     PATCH  /distributed/workers/{worker_id}      change the fields given
-    DELETE /distributed/workers/{worker_id}      remove a worker (a local one is stopped once removed)
+    DELETE /distributed/workers/{worker_id}      remove a worker (a local one is stopped once removed; the
+                                                 entries it manages, a host's workers, go with it)
     POST   /distributed/workers/{worker_id}/test check a saved worker through the master
     POST   /distributed/test-connection          the same for unsaved fields
 
 Nothing is changed by a refused request: every write goes through the registry, which validates
 the whole file before it writes, and side effects (stopping a removed worker) come after the write.
+An entry the master manages (`managed_by`, a host's worker) follows its manager: the API changes only
+its `enabled` and never deletes it by hand. A local worker set to listen on the network without a
+token gets one here, so it is launched locked.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..config.secrets import keep_masked_secrets
 from ..config.validation import describe_validation_error
 from ..errors import ConfigError, UnknownWorker
 from ..workers.local.arguments import ArgumentReader
+from ..workers.local.command import with_network_lock
 from .access import AccessPolicy
 from .bodies import read_body
 
@@ -67,7 +72,7 @@ def add_worker_routes(
         def add(config: RegistryFile) -> RegistryFile:
             if config.worker(worker_id) is not None:
                 raise ConfigError(f"id: a worker with id '{worker_id}' exists already", field="id")
-            config.workers.append(not_the_master(validated_worker(worker_id, fields), master_port))
+            config.workers.append(with_network_lock(not_the_master(validated_worker(worker_id, fields), master_port)))
             return config
 
         registry.update(add)
@@ -85,10 +90,11 @@ def add_worker_routes(
             if index is None:
                 raise UnknownWorker(worker_id)
             current = config.workers[index]
+            refuse_managed(current, changes)
             if changes.get("extra_args") is not None:
                 arguments.check_added(changes["extra_args"], current.extra_args)
             changed = validated_worker(worker_id, {**current.model_dump(), **keep_masked_secrets(current, changes)})
-            config.workers[index] = not_the_master(changed, master_port)
+            config.workers[index] = with_network_lock(not_the_master(changed, master_port))
             return config
 
         registry.update(edit)
@@ -99,15 +105,19 @@ def add_worker_routes(
     async def delete_worker(request: web.Request) -> web.Response:
         worker_id = request.match_info["worker_id"]
         worker = registry.worker(worker_id)
+        refuse_managed(worker, None)
+        managed = f"{worker.type}:{worker.id}"
+        gone = [worker, *(w for w in registry.snapshot().workers if w.managed_by == managed)]
 
         def remove(config: RegistryFile) -> RegistryFile:
             if config.worker(worker_id) is None:
                 raise UnknownWorker(worker_id)
-            config.workers = [w for w in config.workers if w.id != worker_id]
+            config.workers = [w for w in config.workers if w.id != worker_id and w.managed_by != managed]
             return config
 
         registry.update(remove)
-        await removed(worker)
+        for entry in gone:
+            await removed(entry)
         return web.json_response({"deleted": worker_id})
 
     @routes.post("/distributed/workers/{worker_id}/test")
@@ -130,6 +140,23 @@ def not_the_master(worker: WorkerConfig, master_port: int | None) -> WorkerConfi
     if worker.type == "local" and master_port is not None and worker.port == master_port:
         raise ConfigError(f"port: {master_port} is the master's own port; a local worker needs a port of its own", field="port")
     return worker
+
+
+MANAGED_EDITABLE = frozenset({"enabled"})
+"""What the API may change of a managed entry: whether this master uses it."""
+
+
+def refuse_managed(worker: WorkerConfig, changes: dict[str, Any] | None) -> None:
+    """ConfigError when a request would delete (`changes` None) or edit a managed entry beyond `enabled`."""
+    if worker.managed_by is None:
+        return
+    fixed = None if changes is None else sorted(set(changes) - MANAGED_EDITABLE)
+    if fixed == []:
+        return
+    what = "deleted" if fixed is None else f"edited ({', '.join(fixed)})"
+    raise ConfigError(f"worker '{worker.name}' is managed by {worker.managed_by} and cannot be {what} by hand; act on it "
+                      "through its manager (for a host's worker: the host's group in the panel, docs/hosts.md)",
+                      field=fixed[0] if fixed else "managed_by")
 
 
 def validated_worker(worker_id: str, fields: dict[str, Any]) -> WorkerConfig:

@@ -23,7 +23,10 @@ MAX_ALLOWED_HOSTS = 32
 DEFAULT_MAX_ANSWER_MIB = 64
 
 Port = Annotated[int, Field(ge=1, le=65535)]
-WorkerType = Literal["local", "remote", "cloud"]
+WorkerType = Literal["local", "remote", "cloud", "host"]
+Listen = Literal["loopback", "network"]
+MANAGED_BY_PATTERN = r"^[a-z]+:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""`<kind>:<id>` of whatever manages an entry on the user's behalf, e.g. "host:studio"."""
 
 
 class StrictModel(BaseModel):
@@ -107,13 +110,23 @@ class WorkerConfig(StrictModel):
 
     id: str = Field(pattern=WORKER_ID_PATTERN, description="Stable identifier used by the API.")
     name: str = Field(min_length=1, max_length=100)
-    type: WorkerType = "remote"
+    type: WorkerType = Field(
+        "remote",
+        description="local: launched by this master; remote: a ComfyUI on another machine; cloud: one reached by a url; "
+                    "host: another machine running ComfyUI with this extension, whose local workers this master uses and manages "
+                    "(docs/hosts.md). A host takes no share itself.",
+    )
     host: str = Field("127.0.0.1", min_length=1, max_length=253)
     port: Port | None = Field(None, description="Required for local and remote workers.")
     url: str | None = Field(None, description="Cloud workers: full http(s) URL, e.g. a pod proxy or tunnel address.")
     enabled: bool = True
     cuda_device: int | None = Field(None, ge=0, description="Local workers: the GPU index given as CUDA_VISIBLE_DEVICES.")
     extra_args: str = Field("", max_length=2000, description="Local workers: extra ComfyUI command-line arguments.")
+    listen: Listen = Field(
+        "loopback",
+        description="Local workers: where the worker listens. loopback: this machine only; network: every interface, so "
+                    "other machines (the master a host belongs to) can reach it; it is then locked with its auth_token.",
+    )
     auth_token: str | None = Field(
         None, max_length=MAX_SECRET_LENGTH,
         description="Sent as `Authorization: Bearer <token>` on every request and the websocket (a worker behind an auth proxy).",
@@ -125,6 +138,11 @@ class WorkerConfig(StrictModel):
     tls_verify: bool = Field(True, description="Verify the worker's TLS certificate. Turning this off is logged and shown as a warning.")
     tls_ca_file: str | None = Field(
         None, max_length=4096, description="Path of a PEM CA bundle trusted for this worker, for self-signed or private certificates.",
+    )
+    managed_by: str | None = Field(
+        None, pattern=MANAGED_BY_PATTERN,
+        description="Set by the master on entries it keeps on someone's behalf (\"host:<host worker id>\": a host's worker); "
+                    "null for the workers you add. A managed entry is not edited or deleted by hand through the API.",
     )
 
     @field_validator("host")
@@ -158,11 +176,15 @@ class WorkerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _address_is_complete(self) -> WorkerConfig:
-        if self.type == "cloud":
+        if self.type in ("cloud", "host"):
             if self.url is None and self.port is None:
-                raise ValueError("url: a cloud worker needs a url")
+                raise ValueError(f"url: a {self.type} worker needs a url")
         elif self.port is None:
             raise ValueError(f"port: a {self.type} worker needs a port")
+        if self.type == "host" and not self.auth_token:
+            raise ValueError("auth_token: a host needs its API token (the DISTRIBUTED_API_TOKEN it was started with)")
+        if self.listen == "network" and self.type != "local":
+            raise ValueError("listen: only a local worker is started by its master, and so only it has a listen choice")
         sets_authorization = self.auth_token or any(name.lower() == "authorization" for name in self.headers)
         if sets_authorization and self.url and url_credentials(self.url) is not None:
             raise ValueError("url: credentials in the url cannot be combined with an auth_token or an Authorization header "

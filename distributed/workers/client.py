@@ -279,16 +279,20 @@ class WorkerClient:
 
     async def send(self, method: str, path: str, *, params: dict[str, str] | None = None, json_body: Any = None,
                    data: Any = None, read_timeout: float = READ_TIMEOUT, data_size: int = 0) -> tuple[int, Any]:
-        """One request to a route of this extension on the worker: (status, its JSON answer or None).
+        """One request to a route of this extension on the other side (a worker's model store, a
+        host's /distributed routes): (status, its JSON answer or None). The caller reads the status.
 
-        Never retried (a chunk of a model copy must not be sent twice by accident); the caller reads
-        the status. A body of `data_size` bytes gets a deadline that allows for it (a chunk of a model
-        file on a slow link). A refused token or proxy login raises WorkerOffline like every other call.
+        A GET is retried as `get_json`'s are; nothing else is (a chunk of a model copy must not be
+        sent twice by accident). A body of `data_size` bytes gets a deadline that allows for it (a
+        chunk of a model file on a slow link). A refused token or proxy login raises WorkerOffline
+        like every other call.
         """
-        deadline = transfer_deadline(data_size) if data_size else None
-        status, body = await self._request(method, path, json_body=json_body, data=data, params=params, read_timeout=read_timeout,
-                                           deadline=deadline)
-        self._raise_for_auth(status, method, path)
+        if method == "GET":
+            status, body = await self._get(path, params=params, read_timeout=read_timeout)
+        else:
+            deadline = transfer_deadline(data_size) if data_size else None
+            status, body = await self._request(method, path, json_body=json_body, data=data, params=params,
+                                               read_timeout=read_timeout, deadline=deadline)
         try:
             return status, parse_json(body) if body else None
         except ValueError:

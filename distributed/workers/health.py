@@ -2,7 +2,8 @@
 
 No browser ever calls a worker (so no CORS opening anywhere). Each enabled worker is checked on its
 own timer, concurrently, so one frozen worker never delays the others; a worker that stays offline is
-checked less and less often, up to every 30 s. A worker whose answers are not ComfyUI's (malformed,
+checked less and less often, up to every 30 s. A host is not checked here: it takes no work, and its
+own sync (workers/hosts/sync.py) polls it and speaks for it. A worker whose answers are not ComfyUI's (malformed,
 too large, nested too deep) is shown in "error" with the reason, and checked with the same backoff.
 A status changes only through `set_status`, which logs and publishes only real changes, so a worker
 that stays offline is reported once. A change of the registry takes effect on the statuses at once
@@ -156,7 +157,9 @@ class HealthMonitor:
 
     async def check(self, worker: WorkerConfig) -> WorkerStatus:
         """Probes one worker now (shared with a check of the same configuration already in flight)
-        and records the result."""
+        and records the result. A host is never probed here: its own sync speaks for it."""
+        if worker.type == "host":
+            return self.status(worker.id)
         in_flight = self._checks.get(worker.id)
         if in_flight is None or in_flight.task.done() or in_flight.config != worker:
             in_flight = self._checks[worker.id] = _Check(asyncio.ensure_future(self._probe(worker)), worker)
@@ -204,6 +207,8 @@ class HealthMonitor:
             self._sync(config)
             now = time.monotonic()
             for worker in config.workers:
+                if worker.type == "host":
+                    continue  # not a participant: workers/hosts/sync.py polls it and speaks for it
                 in_flight = self._checks.get(worker.id)
                 if worker.enabled and now >= self._due.get(worker.id, 0.0) and (in_flight is None or in_flight.task.done()):
                     self._checks[worker.id] = _Check(asyncio.ensure_future(self._probe(worker)), worker)

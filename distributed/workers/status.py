@@ -19,6 +19,8 @@ class WorkerState(enum.StrEnum):
     ERROR = "error"
     STOPPED = "stopped"
     """A local worker the user stopped (or never launched): not running, on purpose."""
+    CONNECTED = "connected"
+    """A host whose API answers: its workers take the work, the host itself takes none."""
 
     @property
     def answers(self) -> bool:

@@ -1,8 +1,9 @@
-"""The API's access policy: the shared token and protected reads."""
+"""The API's access policy: the shared token, protected reads, and callers on other machines."""
 
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
@@ -12,8 +13,15 @@ from distributed.api.access import AccessPolicy
 TOKEN = "s3cret-token-for-tests"
 
 
+def _peer(address: str) -> mock.Mock:
+    """A transport whose peer is `address`, as the server's socket would report it."""
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (address, 50000) if name == "peername" else default
+    return transport
+
+
 def _request(method: str = "POST", **headers: str) -> web.Request:
-    return make_mocked_request(method, "/distributed/workers", headers={"Host": "127.0.0.1:8188", **headers})
+    return make_mocked_request(method, "/distributed/workers", headers={"Host": "127.0.0.1:8188", **headers}, transport=_peer("127.0.0.1"))
 
 
 async def _ok(request: web.Request) -> web.Response:
@@ -76,7 +84,7 @@ REBOUND = {"Host": "rebind.example:8188", "Origin": "http://rebind.example:8188"
 
 
 def _at(method: str, **headers: str) -> web.Request:
-    return make_mocked_request(method, "/distributed/workers", headers=headers)
+    return make_mocked_request(method, "/distributed/workers", headers=headers, transport=_peer("127.0.0.1"))
 
 
 async def test_a_rebound_host_name_is_refused_on_changes_and_reads() -> None:
@@ -129,3 +137,54 @@ async def test_results_route_of_a_worker_takes_its_token_but_no_host_rule() -> N
     assert await _status(policy.guard(_ok), _at("GET", Host="gpu.example:443", Authorization=f"Bearer {TOKEN}")) == 200
     assert await _status(policy.guard(_ok), _at("GET", Host="gpu.example", Origin="http://evil.example",
                                                 Authorization=f"Bearer {TOKEN}")) == 403
+
+
+# --- callers on other machines ------------------------------------------------------------------------------
+
+
+def _from(address: str, method: str = "POST", **headers: str) -> web.Request:
+    return make_mocked_request(method, "/distributed/workers", headers={"Host": "192.168.1.20:8188", **headers},
+                               transport=_peer(address))
+
+
+async def test_another_machine_is_refused_everything_when_no_token_is_set_saying_how_to_set_one() -> None:
+    policy = AccessPolicy()
+    change = await policy.guard(_ok)(_from("192.168.1.7"))
+    read = await policy.reader(_ok)(_from("192.168.1.7", "GET"))
+
+    assert change.status == 403 and read.status == 403
+    assert "DISTRIBUTED_API_TOKEN" in json.loads(change.body)["error"]
+
+
+async def test_another_machine_needs_the_token_on_reads_too_and_is_answered_with_it() -> None:
+    policy = AccessPolicy(TOKEN)
+
+    assert await _status(policy.reader(_ok), _from("10.0.0.9", "GET")) == 401
+    assert await _status(policy.guard(_ok), _from("10.0.0.9")) == 401
+    assert await _status(policy.reader(_ok), _from("10.0.0.9", "GET", Authorization=f"Bearer {TOKEN}")) == 200
+    assert await _status(policy.guard(_ok), _from("10.0.0.9", Authorization=f"Bearer {TOKEN}")) == 200
+
+
+async def test_loopback_callers_keep_todays_rules_in_every_spelling() -> None:
+    for address in ("127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1"):
+        assert await _status(AccessPolicy().guard(_ok), _from(address)) == 200, address
+        assert await _status(AccessPolicy(TOKEN).reader(_ok), _from(address, "GET")) == 200, address
+    assert await _status(AccessPolicy().guard(_ok), _from("::ffff:10.0.0.9")) == 403
+
+
+async def test_a_request_without_a_peer_address_counts_as_another_machine() -> None:
+    request = make_mocked_request("GET", "/distributed/workers", headers={"Host": "127.0.0.1:8188"})
+
+    assert await _status(AccessPolicy().reader(_ok), request) == 403
+
+
+async def test_a_privileged_read_needs_the_token_from_every_caller_and_a_token_to_exist() -> None:
+    assert await _status(AccessPolicy().privileged(_ok), _request("GET")) == 403
+    assert await _status(AccessPolicy(TOKEN).privileged(_ok), _request("GET")) == 401
+    assert await _status(AccessPolicy(TOKEN).privileged(_ok), _request("GET", Authorization=f"Bearer {TOKEN}")) == 200
+
+
+async def test_the_results_route_of_a_worker_answers_masters_on_other_machines() -> None:
+    policy = AccessPolicy.for_results({})
+
+    assert await _status(policy.guard(_ok), _from("10.0.0.9", "GET", Host="gpu.example")) == 200

@@ -20,7 +20,7 @@ export function formatDuration(seconds) {
 
 /** Where the master reaches a worker, as the user typed it. */
 export function workerAddress(worker) {
-  if (worker.type === "cloud" && worker.url) return worker.url;
+  if ((worker.type === "cloud" || worker.type === "host") && worker.url) return worker.url;
   const host = String(worker.host ?? "").includes(":") ? `[${worker.host}]` : worker.host;
   return worker.port ? `${host}:${worker.port}` : String(host ?? "");
 }
@@ -36,7 +36,7 @@ export function describeDevice({ device_name: name, vram_total: total, vram_free
   return shown;
 }
 
-export const WORKER_TYPE_LABELS = { local: "Local", remote: "Remote", cloud: "Cloud" };
+export const WORKER_TYPE_LABELS = { local: "Local", remote: "Remote", cloud: "Cloud", host: "Host" };
 
 const OS_LABELS = { nt: "Windows", posix: "Linux/macOS" };
 

@@ -1,6 +1,7 @@
 /**
- * A local worker's log that follows the tail: re-read every second while open, scrolled to the
- * end unless the reader has scrolled up to look at something.
+ * A worker's log that follows the tail: re-read every second while open, scrolled to the end
+ * unless the reader has scrolled up to look at something. `load(lines)` reads it; by default the
+ * master's log route for `worker` (a host's worker is read through its host instead).
  */
 
 import { ApiError } from "../api.js";
@@ -10,7 +11,7 @@ const LINES = 300;
 const POLL_MS = 1000;
 
 /** @returns {{el: HTMLElement, destroy: () => void}} */
-export function createLogViewer({ store, worker, onClose }) {
+export function createLogViewer({ store, worker, onClose, load = (lines) => store.workerLog(worker.id, lines) }) {
   const pre = h("pre", { class: "dgpu-log-text", tabindex: "0", "aria-label": `Log of ${worker.name}` });
   const note = h("p", { class: "dgpu-hint", role: "status", text: "Loading log…" });
   const el = h(
@@ -32,7 +33,7 @@ export function createLogViewer({ store, worker, onClose }) {
   async function poll() {
     timer = null;
     try {
-      const lines = await store.workerLog(worker.id, LINES);
+      const lines = await load(LINES);
       if (stopped) return;
       const following = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 24;
       pre.textContent = lines.join("\n");

@@ -1,11 +1,12 @@
 /**
  * The whole sidebar panel: toolbar, problems banner, current run, master card, worker cards with
- * the add/edit form, and settings. `mount` may be called again with the same element (ComfyUI
+ * the add/edit form, hosts with their workers grouped under each, and settings. `mount` may be called again with the same element (ComfyUI
  * re-renders the tab); `unmount` drops every listener and timer the panel holds.
  */
 
 import { button, h, replaceChildren } from "./dom.js";
 import { createInventory } from "./inventory.js";
+import { createHostGroup } from "./host_group.js";
 import { createMasterCard } from "./master_card.js";
 import { createProgressView } from "./progress.js";
 import { createSettings } from "./settings.js";
@@ -13,6 +14,12 @@ import { createWorkerCard } from "./worker_card.js";
 import { createWorkerForm } from "./worker_form.js";
 
 const NEW_WORKER = Symbol("new worker");
+const HOST_MANAGED = "host:";
+
+/** A host, or a worker the master keeps for a host: shown in the host's group, not in the list. */
+function inHostGroup(worker) {
+  return worker.type === "host" || String(worker.managed_by ?? "").startsWith(HOST_MANAGED);
+}
 
 /**
  * @param {import("../store.js").DistributedStore} store
@@ -43,6 +50,7 @@ export function createPanel(store) {
 
 function buildView(store) {
   const cards = new Map();
+  const groups = new Map();
   let editing = null; // null, NEW_WORKER, or a worker id
   let form = null;
 
@@ -71,6 +79,14 @@ function buildView(store) {
     button({ label: "Add a worker", text: "Add a worker", variant: "link", onClick: () => openForm(NEW_WORKER) }),
     " — a spare GPU in this machine, another machine on your network, or a cloud pod.",
   );
+  const hostCount = h("span", { class: "dgpu-count" });
+  const hostList = h("div", { class: "dgpu-list" });
+  const hostSection = h(
+    "section",
+    { class: "dgpu-section", "aria-label": "Hosts", hidden: true },
+    h("div", { class: "dgpu-section-head" }, h("h3", { class: "dgpu-section-title", text: "Hosts" }), hostCount),
+    hostList,
+  );
   const settings = createSettings({ store });
   const inventory = createInventory({ store });
   const root = h(
@@ -92,6 +108,7 @@ function buildView(store) {
         empty,
       ),
       inventory.el,
+      hostSection,
       settings.el,
     ),
   );
@@ -106,7 +123,7 @@ function buildView(store) {
       empty.hidden = true;
       addButton.setAttribute("aria-pressed", "true");
     } else {
-      const card = cards.get(target);
+      const card = cards.get(target) ?? groups.get(target);
       card.el.hidden = true;
       card.el.before(form.el);
     }
@@ -120,7 +137,7 @@ function buildView(store) {
     form = null;
     editing = null;
     addButton.setAttribute("aria-pressed", "false");
-    const card = target === NEW_WORKER ? null : cards.get(target);
+    const card = target === NEW_WORKER ? null : cards.get(target) ?? groups.get(target);
     if (card) card.el.hidden = false;
     empty.hidden = !store.state.loaded || store.state.workers.length > 0;
     if (restoreFocus) (card?.el.querySelector("button") ?? addButton).focus();
@@ -143,7 +160,8 @@ function buildView(store) {
 
   function renderWorkers(state) {
     const seen = new Set();
-    state.workers.forEach((worker, index) => {
+    const workers = state.workers.filter((worker) => !inHostGroup(worker));
+    workers.forEach((worker, index) => {
       seen.add(worker.id);
       let card = cards.get(worker.id);
       if (card) {
@@ -162,8 +180,32 @@ function buildView(store) {
       card.el.remove();
       cards.delete(workerId);
     }
-    count.textContent = state.loaded ? String(state.workers.length) : "";
+    count.textContent = state.loaded ? String(workers.length) : "";
     empty.hidden = !state.loaded || state.workers.length > 0 || editing === NEW_WORKER;
+  }
+
+  function renderHosts(state) {
+    const hosts = state.workers.filter((worker) => worker.type === "host");
+    hosts.forEach((host, index) => {
+      let group = groups.get(host.id);
+      if (group) {
+        group.update(host);
+      } else {
+        group = createHostGroup({ store, host, onEdit: (entry) => openForm(entry.id) });
+        groups.set(host.id, group);
+      }
+      if (hostList.children[index] !== group.el) hostList.insertBefore(group.el, hostList.children[index] ?? null);
+    });
+    const seen = new Set(hosts.map((host) => host.id));
+    for (const [hostId, group] of groups) {
+      if (seen.has(hostId)) continue;
+      if (editing === hostId) closeForm();
+      group.destroy();
+      group.el.remove();
+      groups.delete(hostId);
+    }
+    hostCount.textContent = String(hosts.length);
+    hostSection.hidden = hosts.length === 0;
   }
 
   function update() {
@@ -173,6 +215,7 @@ function buildView(store) {
     master.update(state);
     renderWorkers(state);
     inventory.update(state);
+    renderHosts(state);
     settings.update(state);
   }
 
@@ -186,6 +229,8 @@ function buildView(store) {
       closeForm();
       for (const card of cards.values()) card.destroy();
       cards.clear();
+      for (const group of groups.values()) group.destroy();
+      groups.clear();
     },
   };
 }

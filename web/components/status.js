@@ -20,6 +20,8 @@ export function describeStatus(worker) {
       return { tone: "offline", label: "Offline", detail: status.error ?? null };
     case "stopped":
       return { tone: "stopped", label: "Stopped", detail: null };
+    case "connected":
+      return { tone: "online", label: "Connected", detail: null };
     case "error":
       return { tone: "error", label: status.error ? `Error: ${status.error}` : "Error", detail: status.error ?? null };
     default:

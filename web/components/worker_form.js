@@ -10,14 +10,19 @@ import { createField, fieldForError, integerOrText } from "./field.js";
 import { describeTestResult } from "./status.js";
 
 const FIELDS_BY_TYPE = {
-  local: ["name", "type", "cuda_device", "port", "extra_args"],
+  local: ["name", "type", "cuda_device", "port", "listen", "extra_args"],
   remote: ["name", "type", "host", "port"],
   cloud: ["name", "type", "url"],
+  host: ["name", "type", "url"],
 };
-const BASIC_FIELDS = ["name", "type", "host", "port", "url", "cuda_device", "extra_args"];
+const BASIC_FIELDS = ["name", "type", "host", "port", "url", "cuda_device", "listen", "extra_args"];
 const ALL_FIELDS = [...BASIC_FIELDS, ...ACCESS_FIELDS];
 /** Types reached over a network that may need a token, headers or TLS settings. */
-const WITH_ACCESS = new Set(["remote", "cloud"]);
+const WITH_ACCESS = new Set(["remote", "cloud", "host"]);
+const URL_HINTS = {
+  cloud: "Full address, e.g. https://my-pod-8188.proxy.example.net",
+  host: "The host's ComfyUI, e.g. http://192.168.1.30:8188. Its access token is the DISTRIBUTED_API_TOKEN it runs with.",
+};
 
 /** "port: Input should be ≤ 65535" beside the Port field reads better without its "port: ". */
 function withoutLocation(message, location) {
@@ -37,14 +42,27 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     h("option", { value: "local", text: "Local (a GPU in this machine)" }),
     h("option", { value: "remote", text: "Remote (another machine)" }),
     h("option", { value: "cloud", text: "Cloud (https address)" }),
+    h("option", { value: "host", text: "Host (another machine with this extension)" }),
+  );
+  const listenSelect = h(
+    "select",
+    { class: "dgpu-input" },
+    h("option", { value: "loopback", text: "This machine only" }),
+    h("option", { value: "network", text: "The network (locked with a token made for it)" }),
   );
   const fields = {
     name: createField({ label: "Name", name: "name" }),
     type: createField({ label: "Type", name: "type", input: typeSelect }),
     host: createField({ label: "Host", name: "host", hint: "Host name or IP address, without http:// or port." }),
     port: createField({ label: "Port", name: "port" }),
-    url: createField({ label: "URL", name: "url", hint: "Full address, e.g. https://my-pod-8188.proxy.example.net" }),
+    url: createField({ label: "URL", name: "url", hint: URL_HINTS.cloud }),
     cuda_device: createField({ label: "CUDA device", name: "cuda_device", hint: "GPU index; leave empty for the default GPU." }),
+    listen: createField({
+      label: "Listens on",
+      name: "listen",
+      input: listenSelect,
+      hint: "The network lets other machines reach it (a master that uses this machine as a host).",
+    }),
     extra_args: createField({ label: "Extra arguments", name: "extra_args", hint: "Added to the worker's ComfyUI command line." }),
   };
   const access = createAccessFields({ worker });
@@ -63,6 +81,8 @@ export function createWorkerForm({ store, worker = null, onDone }) {
   fields.url.input.value = initial.url ?? "";
   fields.cuda_device.input.value = initial.cuda_device ?? "";
   fields.extra_args.input.value = initial.extra_args ?? "";
+  listenSelect.value = initial.listen ?? "loopback";
+  const urlHint = fields.url.root.querySelector(".dgpu-hint");
 
   const formError = h("p", { class: "dgpu-form-error", role: "alert", hidden: true });
   const testResult = h("p", { class: "dgpu-test-result", role: "status", hidden: true });
@@ -93,6 +113,7 @@ export function createWorkerForm({ store, worker = null, onDone }) {
     const visible = FIELDS_BY_TYPE[typeSelect.value];
     for (const name of BASIC_FIELDS) fields[name].root.hidden = !visible.includes(name);
     access.root.hidden = !WITH_ACCESS.has(typeSelect.value);
+    urlHint.textContent = URL_HINTS[typeSelect.value] ?? URL_HINTS.cloud;
   }
   typeSelect.addEventListener("change", showTypeFields);
   showTypeFields();
@@ -111,14 +132,17 @@ export function createWorkerForm({ store, worker = null, onDone }) {
       port: integerOrText(fields.port.input.value),
       url: fields.url.input.value.trim() || null,
       cuda_device: integerOrText(fields.cuda_device.input.value),
+      listen: listenSelect.value,
       extra_args: fields.extra_args.input.value,
     };
     const result = {};
     for (const name of FIELDS_BY_TYPE[type]) {
       if (editing || (values[name] !== null && values[name] !== "")) result[name] = values[name];
     }
-    // A worker that stops being "cloud" must lose its URL, or the master would keep using it.
-    if (editing && type !== "cloud" && worker.url) result.url = null;
+    // A worker that stops being "cloud" or a host must lose its URL, or the master would keep using it;
+    // one that stops being local has no listen choice any more.
+    if (editing && !FIELDS_BY_TYPE[type].includes("url") && worker.url) result.url = null;
+    if (editing && type !== "local" && worker.listen === "network") result.listen = "loopback";
     return WITH_ACCESS.has(type) ? { ...result, ...access.changes({ editing }) } : result;
   }
 

@@ -45,6 +45,9 @@ ERRORS_BY_STATUS: dict[int, type[ModelFileError]] = {
 
 def _raise_for(client: WorkerClient, status: int, body: Any, what: str) -> None:
     message = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), str) else f"HTTP {status}"
+    if status in (401, 403, 407):
+        raise WorkerOffline(client.name, f"{what} answered HTTP {status}: {message}; check this worker's auth token and headers",
+                            stage="auth")
     if status == 404:
         raise ModelFileError(f"worker '{client.name}' cannot receive models: it does not run this extension")
     kind = ERRORS_BY_STATUS.get(status)
@@ -62,7 +65,9 @@ async def listing(client: WorkerClient, with_files: bool = True, with_sha256: bo
                                      read_timeout=HASHING_READ_TIMEOUT if with_sha256 else LISTING_READ_TIMEOUT)
     if status == 404:
         return None
-    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("files"), list):
+    if status != 200:
+        _raise_for(client, status, body, f"GET {MODELS_PATH}")
+    if not isinstance(body, dict) or not isinstance(body.get("files"), list):
         raise BadResult(client.name, f"GET {MODELS_PATH} answered HTTP {status} without a file list")
     return body
 

@@ -15,6 +15,7 @@ the master sets travels as `--flag=value`, so no word of extra_args can become o
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ LAUNCHER_PATH = Path(__file__).resolve().parent / "launcher.py"
 WORKER_ID_ENV = "COMFYUI_DISTRIBUTED_WORKER_ID"
 """Set in every local worker's environment, so the extension loaded inside a worker knows it is one."""
 DEFAULT_LISTEN = "127.0.0.1"
+NETWORK_LISTEN = "0.0.0.0"
+"""Where a worker whose `listen` is "network" listens: every IPv4 interface of this machine."""
+LOCK_TOKEN_BYTES = 32
 MASTER_API_ENV_PREFIX = "DISTRIBUTED_API_"
 """The master's API settings (its token, `api/access.py`) belong to the master: a local worker, which
 would otherwise inherit them, must not ask the master for the master's own token on its results."""
@@ -71,12 +75,29 @@ class WorkerPaths:
         return tuple(self.root / name for name in ("output", "input", "temp", "user"))
 
 
-def listen_hosts(arguments: Sequence[Argument]) -> list[str]:
-    """The addresses the worker will bind, as ComfyUI reads --listen (bare --listen means all)."""
+def listen_address(worker: WorkerConfig) -> str:
+    """The --listen value that the worker's own `listen` choice asks for."""
+    return NETWORK_LISTEN if worker.listen == "network" else DEFAULT_LISTEN
+
+
+def listen_hosts(arguments: Sequence[Argument], listen: str = DEFAULT_LISTEN) -> list[str]:
+    """The addresses the worker will bind, as ComfyUI reads --listen (bare --listen means all); a
+    --listen written by hand into extra_args wins over `listen`, the worker's own choice."""
     values = value_of(arguments, "--listen")
     if values is None:
-        return [DEFAULT_LISTEN]
+        return [listen]
     return [host.strip() for host in (values[0] if values else "0.0.0.0,::").split(",") if host.strip()]
+
+
+def with_network_lock(worker: WorkerConfig) -> WorkerConfig:
+    """The worker, given a fresh auth token when it listens on the network without one.
+
+    A worker other machines can reach is locked (workers/lock.py) with its auth_token, which its
+    master sends on every request; the token is made here, on the machine that launches it.
+    """
+    if worker.type != "local" or worker.listen != "network" or worker.auth_token:
+        return worker
+    return worker.model_copy(update={"auth_token": secrets.token_urlsafe(LOCK_TOKEN_BYTES)})
 
 
 def worker_command(
@@ -97,7 +118,7 @@ def worker_command(
         command += [f"--lease={lease_file}", f"--lease-timeout={lease_timeout:g}"]
     command += ["--", str(layout.main_py), f"--port={worker.port}"]
     if value_of(arguments, "--listen") is None:
-        command.append(f"--listen={DEFAULT_LISTEN}")
+        command.append(f"--listen={listen_address(worker)}")
     command += [
         "--disable-auto-launch",
         f"--base-directory={layout.base_directory}",

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from ...config.models import WorkerConfig
-from .ports import port_is_free
+from .ports import next_free_port, port_is_free
 
 logger = logging.getLogger(__name__)
 
 FIRST_WORKER_PORT = 8189
-_LAST_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -167,17 +166,15 @@ def first_launch_workers(
     Ports already named in `taken_ports` (the registry's and the master's) or in use on this
     machine are skipped. The caller records `local_workers_seeded` so that deleting these later sticks.
     """
-    master_device = master_index
     taken = set(taken_ports)
     workers: list[WorkerConfig] = []
-    port = FIRST_WORKER_PORT
+    port: int | None = FIRST_WORKER_PORT
     for gpu in sorted(gpus, key=lambda g: g.index):
-        if gpu.index == master_device:
+        if gpu.index == master_index:
             continue
-        while port in taken or not is_free(port):
-            port += 1
-            if port > _LAST_PORT:
-                return workers
+        port = next_free_port(port, taken, is_free)
+        if port is None:
+            return workers
         taken.add(port)
         workers.append(
             WorkerConfig(

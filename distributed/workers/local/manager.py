@@ -31,7 +31,7 @@ from ...config.models import WorkerConfig
 from ...errors import ConfigError, ProcessError
 from ..status import WorkerState
 from .arguments import Argument, ArgumentReader
-from .command import MasterLayout, WorkerPaths, listen_hosts, worker_command, worker_env
+from .command import MasterLayout, WorkerPaths, listen_address, listen_hosts, worker_command, worker_env
 from .lease import Lease
 from .logs import read_log_tail, rotate_log
 from .ports import port_is_free
@@ -40,17 +40,19 @@ from .processes import RunningProcess, load_saved, start_process
 logger = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, WorkerState, "str | None"], None]
-Probe = Callable[[str], Awaitable[bool]]
+Probe = Callable[[WorkerConfig], Awaitable[bool]]
 
 
-async def system_stats_answers(base_url: str, timeout: float = 2.0) -> bool:
-    """Whether GET /system_stats answers 200; the default readiness probe (stdlib only)."""
-    parts = urlsplit(base_url)
+async def system_stats_answers(worker: WorkerConfig, timeout: float = 2.0) -> bool:
+    """Whether the worker's GET /system_stats answers 200; the default readiness probe (stdlib only).
+    A locked worker (one with an auth token) is asked with its token."""
+    parts = urlsplit(worker.base_url)
+    authorization = f"Authorization: Bearer {worker.auth_token}\r\n" if worker.auth_token else ""
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
             try:
-                writer.write(f"GET /system_stats HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+                writer.write(f"GET /system_stats HTTP/1.0\r\nHost: {parts.netloc}\r\n{authorization}\r\n".encode())
                 await writer.drain()
                 status_line = await reader.readline()
             finally:
@@ -211,7 +213,11 @@ class LocalWorkerManager:
     # --- commands --------------------------------------------------------------------------------
 
     def command(self, worker: WorkerConfig) -> list[str]:
-        """The argv `launch` would run for this worker; ProcessError when its extra_args are unclear."""
+        """The argv `launch` would run for this worker; ProcessError when its extra_args are unclear,
+        or when it would listen on the network unlocked."""
+        if worker.listen == "network" and not worker.auth_token:
+            raise ProcessError(f"worker '{worker.name}' listens on the network but has no auth_token to lock it with: choose "
+                               "the network through the panel or the API, which makes one, or set auth_token in workers.json")
         return worker_command(worker, self._read_arguments(worker), self._layout, self._paths(worker.id),
                               self._lease.path, self._lease.timeout)
 
@@ -305,7 +311,7 @@ class LocalWorkerManager:
 
     async def _check_port(self, worker: WorkerConfig) -> None:
         assert worker.port is not None  # guaranteed for local workers by WorkerConfig
-        for host in listen_hosts(self._read_arguments(worker)):
+        for host in listen_hosts(self._read_arguments(worker), listen_address(worker)):
             if not await asyncio.to_thread(port_is_free, worker.port, host):
                 raise ProcessError(f"worker '{worker.name}': port {worker.port} is already in use on {host}")
 
@@ -403,7 +409,7 @@ class LocalWorkerManager:
             if code is not False:
                 await self._fail(record, f"exited during startup (code {code})")
                 return False
-            if await self._probe(record.config.base_url):
+            if await self._probe(record.config):
                 self._set(record, WorkerState.ONLINE, None)
                 return True
             if time.monotonic() > deadline:
