@@ -20,6 +20,7 @@ from aiohttp import web
 from .api.access import AccessPolicy
 from .api.config import add_config_routes
 from .api.jobs import add_job_routes
+from .api.pools import add_pool_routes
 from .api.processes import add_process_routes
 from .api.views import RegistryViews
 from .api.workers import add_worker_routes
@@ -39,6 +40,7 @@ from .workers.local.arguments import ArgumentReader
 from .workers.local.fleet import LocalFleet
 from .workers.orphans import OrphanSweeper, ShareOwner
 from .workers.pool import ClientPool
+from .workers.pools.manager import PoolManager
 
 if TYPE_CHECKING:
     from .comfy.master_layout import MasterPaths
@@ -68,7 +70,10 @@ class DistributedApp:
         self._orphans = OrphanSweeper(owner, self.registry, self.health, self.clients)
         self._runner = ShareRunner(self.registry, self.clients, owner, paths.input_dir)
         self.dispatcher = Dispatcher(self.registry, self.health, self.events, self._runner, master_prompt_ended=server.prompt_ended)
-        self.router = PromptRouter(self.registry, self.health, self._runner, server.master_queue, server.prompt_ended)
+        self.router = PromptRouter(self.registry, self.health, self._runner, server.master_queue, server.prompt_ended,
+                                   pools_can_grow=lambda: self.pools.can_grow())
+        self.pools = PoolManager(self.registry, self.health, self.clients, self.events, state_dir,
+                                 waiting_since=self._work_waiting_since, holds_share=self._holds_share)
         self.arguments = ArgumentReader(comfy_parser)
         self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port, paths.device)
         self.views = RegistryViews(
@@ -88,22 +93,33 @@ class DistributedApp:
         add_worker_routes(routes, policy, self.registry, self.views, self.arguments, self._removed, test_connection)
         add_config_routes(routes, policy, self.registry, self.views.snapshot)
         add_job_routes(routes, policy, self.dispatcher, self.dispatcher.speeds)
+        add_pool_routes(routes, policy, self.registry, self.pools)
         add_process_routes(routes, policy, self.fleet.processes, self.registry.worker,
                            status_json=lambda worker_id: self.health.status(worker_id).as_json(), remote_log=self._remote_log)
         self._server.app.cleanup_ctx.append(self._background_tasks)
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
         await self.fleet.start()
+        await self.pools.start()
         tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self.registry.watch()),
-                 asyncio.ensure_future(self.router.serve()), asyncio.ensure_future(self._orphans.run())]
+                 asyncio.ensure_future(self.router.serve()), asyncio.ensure_future(self._orphans.run()),
+                 asyncio.ensure_future(self.pools.run())]
         yield
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.router.stop()
+        await self.pools.close()
         await self.health.stop()
         await self.fleet.processes.close()
         await self.clients.close()
+
+    def _work_waiting_since(self) -> float | None:
+        """Since when shares or whole prompts have waited with every participant busy (time.monotonic)."""
+        return min((since for since in (self.dispatcher.waiting_since(), self.router.waiting_since()) if since is not None), default=None)
+
+    def _holds_share(self, worker_id: str) -> bool:
+        return self.dispatcher.holds_share(worker_id) or self.router.holds_share(worker_id)
 
     async def _removed(self, worker: WorkerConfig) -> None:
         await self.fleet.removed(worker)

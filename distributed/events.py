@@ -21,6 +21,8 @@ WORKER_STATUS = "distributed.worker_status"
 JOB_UPDATE = "distributed.job_update"
 SHARE_REASSIGNED = "distributed.share_reassigned"
 WORKER_SKIPPED = "distributed.worker_skipped"
+POOLS_CHANGED = "distributed.pools_changed"
+POOL_ALERT = "distributed.pool_alert"
 
 
 class Events:
@@ -43,6 +45,13 @@ class Events:
 
     def worker_skipped(self, job_id: str, worker_id: str, reason: str) -> None:
         self._emit(WORKER_SKIPPED, {"job_id": job_id, "worker_id": worker_id, "reason": reason})
+
+    def pools_changed(self, snapshot: dict[str, Any]) -> None:
+        self._emit(POOLS_CHANGED, snapshot)
+
+    def pool_alert(self, pool: str, severity: str, summary: str, detail: str) -> None:
+        """Something about a pool a user should hear of at once (a toast): severity is error, warn or info."""
+        self._emit(POOL_ALERT, {"pool": pool, "severity": severity, "summary": summary, "detail": detail})
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
         try:

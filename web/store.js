@@ -13,7 +13,10 @@ const JOB_EVENTS = {
   jobUpdate: "distributed.job_update",
   shareReassigned: "distributed.share_reassigned",
   workerSkipped: "distributed.worker_skipped",
+  poolsChanged: "distributed.pools_changed",
+  poolAlert: "distributed.pool_alert",
 };
+const SEVERITIES = new Set(["success", "info", "warn", "error"]);
 
 const DOWN_STATES = new Set(["offline", "error"]);
 const MASTER_PARTICIPANT = "master";
@@ -31,6 +34,8 @@ export class DistributedStore extends EventTarget {
       master: { participate: true, host: "", cuda_device: null },
       settings: {},
       workers: [],
+      // Elastic pools as GET /distributed/pools shows them: members, hours used, last failure.
+      pools: [],
       masterDevice: null,
       job: null,
       // The master's latest ComfyUI prompt as ComfyUI reports it: its step progress (sent to every
@@ -48,6 +53,8 @@ export class DistributedStore extends EventTarget {
       [JOB_EVENTS.jobUpdate]: (event) => this.applyJobUpdate(event.detail),
       [JOB_EVENTS.shareReassigned]: (event) => this.onShareReassigned(event.detail),
       [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
+      [JOB_EVENTS.poolsChanged]: (event) => this.applyPools(event.detail),
+      [JOB_EVENTS.poolAlert]: (event) => this.onPoolAlert(event.detail),
       reconnected: () => this.refresh(),
       // The master's own share runs as the job's `prompt_id` in ComfyUI: its steps come from ComfyUI.
       progress: (event) => this.onMasterProgress(event.detail),
@@ -83,7 +90,15 @@ export class DistributedStore extends EventTarget {
       this.emitChange("snapshot");
       return;
     }
-    await Promise.all([this.refreshMasterDevice(), this.refreshRunningJob()]);
+    await Promise.all([this.refreshMasterDevice(), this.refreshRunningJob(), this.refreshPools()]);
+  }
+
+  async refreshPools() {
+    try {
+      this.applyPools(await this.client.pools());
+    } catch {
+      // The worker list's own error already says the master cannot be reached.
+    }
   }
 
   async refreshMasterDevice() {
@@ -214,6 +229,26 @@ export class DistributedStore extends EventTarget {
     if (this.state.job?.promptId === promptId) this.emitChange("job");
   }
 
+  applyPools(snapshot) {
+    if (!snapshot || !Array.isArray(snapshot.pools)) return;
+    this.state.pools = snapshot.pools;
+    this.emitChange("pools");
+  }
+
+  /** One pool as a route answers it, in place (or added at the end). */
+  applyPool(received) {
+    const index = this.state.pools.findIndex((p) => p.name === received.name);
+    if (index === -1) this.state.pools = [...this.state.pools, received];
+    else this.state.pools = this.state.pools.map((p, i) => (i === index ? received : p));
+    this.emitChange("pools");
+  }
+
+  /** A start refused by the budget, a member that failed to start or to stop: a toast at once. */
+  onPoolAlert({ severity, summary, detail } = {}) {
+    if (!summary) return;
+    this.notify(SEVERITIES.has(severity) ? severity : "warn", String(summary), detail ? String(detail) : "");
+  }
+
   onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {
     this.notify("warn", `Share ${Number(shareIndex) + 1} re-run elsewhere`, `${this.participantName(from)}: ${reason ?? "no reason given"}`);
   }
@@ -245,6 +280,36 @@ export class DistributedStore extends EventTarget {
 
   async updateConfig(changes) {
     this.applySnapshot(await this.client.updateConfig(changes));
+  }
+
+  async createPool(fields) {
+    const pool = await this.client.createPool(fields);
+    this.applyPool(pool);
+    return pool;
+  }
+
+  async updatePool(name, changes) {
+    const pool = await this.client.updatePool(name, changes);
+    this.applyPool(pool);
+    return pool;
+  }
+
+  /** Removes the pool; it stays listed, without its settings, while its members stop. */
+  async deletePool(name) {
+    await this.client.deletePool(name);
+    await this.refreshPools();
+  }
+
+  async startPoolMember(name) {
+    const member = await this.client.startPoolMember(name);
+    await this.refreshPools();
+    return member;
+  }
+
+  async stopPoolMember(name, memberId) {
+    const member = await this.client.stopPoolMember(name, memberId);
+    await this.refreshPools();
+    return member;
   }
 
   testWorker(workerId) {

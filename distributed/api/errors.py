@@ -9,7 +9,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import ConfigError, DistributedError, ProcessError, RegistryConflict, UnknownWorker, WorkerUnavailable, error_body
+from ..errors import (
+    ConfigError,
+    DistributedError,
+    ProcessError,
+    RegistryConflict,
+    UnknownPool,
+    UnknownWorker,
+    WorkerUnavailable,
+    error_body,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -17,6 +26,7 @@ STATUS_BY_ERROR: list[tuple[type[DistributedError], int]] = [
     (RegistryConflict, 409),
     (ConfigError, 400),
     (UnknownWorker, 404),
+    (UnknownPool, 404),
     (ProcessError, 409),
     (WorkerUnavailable, 502),
     (DistributedError, 500),

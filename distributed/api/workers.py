@@ -3,7 +3,8 @@
     GET    /distributed/workers                  the registry plus each worker's live status
     POST   /distributed/workers                  add a worker (201)
     PATCH  /distributed/workers/{worker_id}      change the fields given
-    DELETE /distributed/workers/{worker_id}      remove a worker (a local one is stopped once removed)
+    DELETE /distributed/workers/{worker_id}      remove a worker (a local one is stopped once removed; a pool's
+                                                 member is refused: its pool stops it)
     POST   /distributed/workers/{worker_id}/test check a saved worker through the master
     POST   /distributed/test-connection          the same for unsaved fields
 
@@ -96,6 +97,9 @@ def add_worker_routes(
     async def delete_worker(request: web.Request) -> web.Response:
         worker_id = request.match_info["worker_id"]
         worker = registry.worker(worker_id)
+        if worker.pool is not None:
+            raise ConfigError(f"pool: worker '{worker_id}' is a member of pool '{worker.pool}'; stop it there "
+                              f"(POST /distributed/pools/{worker.pool}/members/{worker_id}/stop)", field="pool")
 
         def remove(config: RegistryFile) -> RegistryFile:
             if config.worker(worker_id) is None:

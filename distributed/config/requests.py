@@ -12,7 +12,10 @@ from typing import Annotated, Any
 
 from pydantic import Field, create_model
 
-from .models import MasterConfig, Settings, StrictModel, WorkerConfig
+from .models import MasterConfig, PoolConfig, Settings, StrictModel, WorkerConfig
+
+MANAGED_BY_POOLS = ("pool",)
+"""Worker fields only an elastic pool sets: its members are added and removed by the pool."""
 
 
 def derived_model(
@@ -22,11 +25,14 @@ def derived_model(
     *,
     optional: Collection[str] | None = None,
     descriptions: Mapping[str, str] | None = None,
+    exclude: Collection[str] = (),
 ) -> type[StrictModel]:
     """A body model with `model`'s fields and limits; the fields in `optional` (all when None)
-    become optional with a null default, meaning "not given"."""
+    become optional with a null default, meaning "not given"; those in `exclude` cannot be sent."""
     fields: dict[str, Any] = {}
     for field_name, info in model.model_fields.items():
+        if field_name in exclude:
+            continue
         loose = optional is None or field_name in optional
         annotation: Any = info.annotation | None if loose else info.annotation
         if info.metadata:
@@ -46,6 +52,7 @@ def derived_model(
 
 WorkerCreate = derived_model(
     WorkerConfig, "WorkerCreate", "POST /distributed/workers. The id is derived from the name when left out.", optional=("id",),
+    exclude=MANAGED_BY_POOLS,
 )
 WorkerPatch = derived_model(
     WorkerConfig, "WorkerPatch", "PATCH /distributed/workers/{id}: only the fields given change.",
@@ -53,9 +60,13 @@ WorkerPatch = derived_model(
         "auth_token": "A masked value (as GET returns it) keeps the stored token; null removes it.",
         "headers": "Masked values keep the stored ones; headers left out are removed.",
     },
+    exclude=MANAGED_BY_POOLS,
 )
 MasterPatch = derived_model(MasterConfig, "MasterPatch", "The master's fields to change.")
 SettingsPatch = derived_model(Settings, "SettingsPatch", "The settings to change.")
+PoolPatch = derived_model(
+    PoolConfig, "PoolPatch", "PATCH /distributed/pools/{name}: only the fields given change; a pool keeps its name.", exclude=("name",),
+)
 
 
 class ConfigPatch(StrictModel):

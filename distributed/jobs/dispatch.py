@@ -76,6 +76,8 @@ class Dispatcher:
         self.progress = ProgressBoard()
         self._last_finish: dict[str, float] = {}
         """When each worker last delivered a share: a queued share's own time starts there."""
+        self._waiting: dict[str, float] = {}
+        """Job id -> since when its shares wait with every participant busy (for elastic pools)."""
 
     # --- queue: the on-prompt hook --------------------------------------------------------
 
@@ -109,6 +111,14 @@ class Dispatcher:
 
     def job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
+
+    def waiting_since(self) -> float | None:
+        """Since when (on the clock) a share has waited with every participant busy; None if none waits."""
+        return min(self._waiting.values(), default=None)
+
+    def holds_share(self, worker_id: str) -> bool:
+        """Whether the worker runs, or has queued, a share of a running job now."""
+        return any(job.state == JobState.RUNNING and job.queue.held_by(worker_id) for job in self._jobs.values())
 
     def jobs(self) -> list[Job]:
         return sorted(self._jobs.values(), key=lambda job: job.created_at, reverse=True)
@@ -261,6 +271,10 @@ class Dispatcher:
                     ))
                     running[task] = (share, worker)
                     self._publish(job)
+                if job.queue.pending() and all(job.queue.held_by(worker_id) for worker_id in candidates):
+                    self._waiting.setdefault(job.job_id, now)
+                else:
+                    self._waiting.pop(job.job_id, None)
                 if running:
                     stuck_since = None
                     done, _ = await asyncio.wait(running, timeout=MASTER_CHECK_SECONDS, return_when=asyncio.FIRST_COMPLETED)
@@ -286,6 +300,7 @@ class Dispatcher:
             logger.error("Job %s failed: %s", job.job_id, error)
             self._finish(job, JobState.FAILED)
         finally:
+            self._waiting.pop(job.job_id, None)
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)

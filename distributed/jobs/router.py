@@ -109,8 +109,12 @@ class PromptRouter:
     """Holds whole prompts on the master and hands each to the first free listed participant."""
 
     def __init__(self, registry: Registry, health: WorkerAvailability, runner: ShareRunning,
-                 master_queue: MasterQueue, master_prompt_ended: Callable[[str], bool]) -> None:
+                 master_queue: MasterQueue, master_prompt_ended: Callable[[str], bool],
+                 pools_can_grow: Callable[[], bool] = lambda: False) -> None:
         self._registry = registry
+        self._pools_can_grow = pools_can_grow
+        """Whether an elastic pool may still start a worker: a prompt nobody can run now then waits for it."""
+        self._waiting_since: float | None = None
         self._health = health
         self._runner = runner
         self._master_queue = master_queue
@@ -131,6 +135,14 @@ class PromptRouter:
 
     def runs(self) -> list[RoutedPrompt]:
         return sorted(self._runs.values(), key=lambda run: run.created_at, reverse=True)
+
+    def waiting_since(self) -> float | None:
+        """Since when (time.monotonic) a prompt has waited with every participant busy; None if none waits."""
+        return self._waiting_since
+
+    def holds_share(self, worker_id: str) -> bool:
+        """Whether the worker runs a whole prompt of the distributed queue now."""
+        return any(run.state == RouteState.RUNNING and run.participant == worker_id for run in self._runs.values())
 
     # --- the proxy node, via the bridge -----------------------------------------------------
 
@@ -213,6 +225,7 @@ class PromptRouter:
                          key=lambda r: order.get(r.prompt_id, len(order)))
         config = self._registry.snapshot()
         busy = {r.participant for r in self._runs.values() if r.state == RouteState.RUNNING}
+        left_waiting = False
         for run in waiting:
             if config.master.participate and self._master_takes(run, running, pending):
                 continue
@@ -221,9 +234,11 @@ class PromptRouter:
                 if not self._could_ever_run(run, config.master.participate):
                     run.error = "no participant could run it: " + "; ".join(run.attempts or ["no worker is online"])
                     self._finish(run, RouteState.FAILED)
+                left_waiting = left_waiting or not run.finished.is_set()
                 continue
             busy.add(worker.id)
             self._start(run, worker)
+        self._waiting_since = (self._waiting_since or time.monotonic()) if left_waiting else None
 
     def _master_takes(self, run: RoutedPrompt, running: list[str], pending: list[str]) -> bool:
         """The master's thread is at this prompt's proxy, or is idle and reaches it next."""
@@ -235,7 +250,7 @@ class PromptRouter:
         return worker.enabled and worker.id not in busy and self._health.status(worker.id).state.answers
 
     def _could_ever_run(self, run: RoutedPrompt, master_participates: bool) -> bool:
-        if master_participates:
+        if master_participates or self._pools_can_grow():
             return True
         return any(w.enabled and w.id not in run.excluded for w in self._registry.snapshot().workers)
 

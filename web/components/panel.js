@@ -1,11 +1,12 @@
 /**
  * The whole sidebar panel: toolbar, problems banner, current run, master card, worker cards with
- * the add/edit form, and settings. `mount` may be called again with the same element (ComfyUI
+ * the add/edit form, elastic pools, and settings. `mount` may be called again with the same element (ComfyUI
  * re-renders the tab); `unmount` drops every listener and timer the panel holds.
  */
 
 import { button, h, replaceChildren } from "./dom.js";
 import { createMasterCard } from "./master_card.js";
+import { createPoolsSection } from "./pools.js";
 import { createProgressView } from "./progress.js";
 import { createSettings } from "./settings.js";
 import { createWorkerCard } from "./worker_card.js";
@@ -70,6 +71,7 @@ function buildView(store) {
     button({ label: "Add a worker", text: "Add a worker", variant: "link", onClick: () => openForm(NEW_WORKER) }),
     " — a spare GPU in this machine, another machine on your network, or a cloud pod.",
   );
+  const pools = createPoolsSection({ store });
   const settings = createSettings({ store });
   const root = h(
     "div",
@@ -89,6 +91,7 @@ function buildView(store) {
         list,
         empty,
       ),
+      pools.el,
       settings.el,
     ),
   );
@@ -169,6 +172,7 @@ function buildView(store) {
     progress.update(state);
     master.update(state);
     renderWorkers(state);
+    pools.update(state);
     settings.update(state);
   }
 
@@ -180,6 +184,7 @@ function buildView(store) {
     destroy() {
       store.removeEventListener("change", update);
       closeForm();
+      pools.destroy();
       for (const card of cards.values()) card.destroy();
       cards.clear();
     },
