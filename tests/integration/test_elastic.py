@@ -221,6 +221,21 @@ def test_failed_start_is_reported_with_its_output_stopped_and_backed_off(master:
         pool.remove()
 
 
+def test_the_rate_limit_holds_the_pool_back_once_the_backoff_is_over(master: ComfyInstance, members_dir: Path) -> None:
+    pool = Pool(master, members_dir, "rated", mode="fail", min=1, max_starts_per_10min=1)
+    try:
+        first = wait_until(lambda: pool.view()["last_failure"], 60, interval=0.1, message="the first start to fail")
+        # Refusals are decided every round: the backoff's first, then the rate limit's.
+        view = wait_until(lambda: (v := pool.view())["blocked"] == "1 starts in the last 10 minutes, its limit" and v, 30,
+                          interval=0.1, message="the backoff to end and the rate limit to hold")
+
+        assert view["next_try_at"] is None
+        assert view["starts_last_10min"] == 1
+        assert [line for line in events(members_dir) if line.startswith("start")] == [f"start {first['member_id']} fail"]
+    finally:
+        pool.remove()
+
+
 def test_pool_stops_and_starts_no_member_once_the_days_budget_is_spent(master: ComfyInstance, members_dir: Path) -> None:
     # 0.002 member-hours is 7.2 s; a member runs at least its 2 s of idle time, so one start fits.
     pool = Pool(master, members_dir, "budget", mode="dead-url", min=1, idle_seconds=2, budget_hours_per_day=0.002,

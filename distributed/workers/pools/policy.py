@@ -69,10 +69,10 @@ def start_refusal(pool: PoolConfig, facts: PoolFacts, now: float, by_hand: bool 
                 f"runs at least {pool.idle_seconds:g}s")
     if by_hand:
         return None
-    if facts.recent_starts >= pool.max_starts_per_10min:
-        return f"{facts.recent_starts} starts in the last 10 minutes, its limit"
     if facts.backoff_until is not None and now < facts.backoff_until:
         return f"backing off after a failed start; next try in {facts.backoff_until - now:.0f}s"
+    if facts.recent_starts >= pool.max_starts_per_10min:
+        return f"{facts.recent_starts} starts in the last 10 minutes, its limit"
     return None
 
 
