@@ -149,14 +149,24 @@ class PoolManager:
         self._published: list[dict[str, Any]] | None = None
         self._background: set[asyncio.Task] = set()
         self._closed = False
+        self._reconciled = False
 
     # --- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Reconciles with what a previous master left: recorded members that still answer are
-        adopted, every other recorded or listed member is stopped."""
+        """Loads what a previous master recorded and reconciles with it (see `_reconcile`), at once or,
+        while workers.json is invalid, once it is fixed: its pools are unknown until then."""
         self._ledger = await asyncio.to_thread(Ledger.load, self._state_dir)
         atexit.register(self._reap_at_exit)
+        if self._registry.error is None:
+            await self._reconcile()
+        elif self._ledger.members:
+            logger.warning("Elastic pools: %d member(s) left by the previous master are reconciled once workers.json is valid",
+                           len(self._ledger.members))
+
+    async def _reconcile(self) -> None:
+        """Recorded members that still answer are adopted; every other recorded or listed member is stopped."""
+        self._reconciled = True
         config, wall, now = self._registry.snapshot(), self._wall(), self._clock()
         for record in self._ledger.members.values():
             self._ledger.credit(record, wall)  # it may have run all the while the master was down
@@ -249,6 +259,10 @@ class PoolManager:
     # --- one round of decisions -------------------------------------------------------------------
 
     async def _tick(self) -> None:
+        if not self._reconciled:
+            if self._registry.error is not None:
+                return
+            await self._reconcile()
         config, now, wall = self._registry.snapshot(), self._clock(), self._wall()
         self._ledger_credit_all()
         self._observe(now, wall)
