@@ -20,12 +20,13 @@ async def start(code: str, env: dict[str, str] | None = None) -> CommandRun:
     return run
 
 
-def test_member_id_and_pool_are_put_into_arguments_and_environment() -> None:
+def test_member_id_and_pool_are_put_into_arguments_and_environment_and_a_member_is_a_worker() -> None:
     argv = member_argv(["create", "--name={member_id}", "{pool}", "{other}"], "gpu-a1b2c3", "gpu")
 
     assert argv == ["create", "--name=gpu-a1b2c3", "gpu", "{other}"]
-    env = member_env({"PATH": "/bin"}, "gpu-a1b2c3", "gpu")
-    assert env == {"PATH": "/bin", "DISTRIBUTED_MEMBER_ID": "gpu-a1b2c3", "DISTRIBUTED_POOL": "gpu"}
+    env = member_env({"PATH": "/bin", "DISTRIBUTED_WORKER_TOKEN": "the-masters-own-lock"}, "gpu-a1b2c3", "gpu")
+    assert env == {"PATH": "/bin", "DISTRIBUTED_MEMBER_ID": "gpu-a1b2c3", "DISTRIBUTED_POOL": "gpu",
+                   "COMFYUI_DISTRIBUTED_WORKER_ID": "gpu-a1b2c3"}  # a ComfyUI it starts here is a worker, unlocked
 
 
 async def test_the_address_is_the_first_json_line_after_any_chatter() -> None:

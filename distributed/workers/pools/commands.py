@@ -25,7 +25,9 @@ from typing import Any
 import psutil
 
 from ...errors import ProcessError
+from ..local.command import WORKER_ID_ENV
 from ..local.processes import RunningProcess
+from ..lock import WORKER_TOKEN_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,11 @@ def member_argv(template: list[str], member_id: str, pool: str) -> list[str]:
 
 
 def member_env(base: Mapping[str, str], member_id: str, pool: str) -> dict[str, str]:
-    return {**base, MEMBER_ID_ENV: member_id, POOL_ENV: pool}
+    """The master's environment plus the member's id and pool. A ComfyUI the command starts here, with
+    this extension, then acts as a worker (never as a second master running the same pools), and is
+    not locked with a token of the master's own that nobody would send it."""
+    env = {name: value for name, value in base.items() if name != WORKER_TOKEN_ENV}
+    return {**env, MEMBER_ID_ENV: member_id, POOL_ENV: pool, WORKER_ID_ENV: member_id}
 
 
 class OutputTail:
