@@ -24,6 +24,7 @@ from .api.hosts import add_host_routes
 from .api.identity import add_identity_route
 from .api.inventory import add_inventory_routes
 from .api.jobs import add_job_routes
+from .api.pools import add_pool_routes
 from .api.processes import add_process_routes
 from .api.queue import add_queue_routes
 from .api.views import RegistryViews
@@ -50,6 +51,7 @@ from .workers.local.arguments import ArgumentReader
 from .workers.local.fleet import LocalFleet
 from .workers.orphans import OrphanSweeper, ShareOwner
 from .workers.pool import ClientPool
+from .workers.pools.manager import PoolManager
 
 if TYPE_CHECKING:
     from .comfy.master_layout import MasterPaths
@@ -84,7 +86,10 @@ class DistributedApp:
         self._runner = ShareRunner(self.registry, self.clients, owner, paths.input_dir)
         self.dispatcher = Dispatcher(self.registry, self.health, self.events, self._runner, master_prompt_ended=server.prompt_ended,
                                      master_queue=server.master_queue)
-        self.router = PromptRouter(self.registry, self.health, self._runner, server.prompt_queue)
+        self.router = PromptRouter(self.registry, self.health, self._runner, server.prompt_queue,
+                                   pools_can_grow=lambda: self.pools.can_grow())
+        self.pools = PoolManager(self.registry, self.health, self.clients, self.events, state_dir,
+                                 waiting_since=self._work_waiting_since, holds_share=self._holds_share)
         self.arguments = ArgumentReader(comfy_parser)
         self.fleet = LocalFleet(self.registry, self.health, paths.layout, state_dir, self.arguments, paths.port, paths.device)
         self._master_port = paths.port
@@ -118,6 +123,7 @@ class DistributedApp:
         add_config_routes(routes, policy, self.registry, self.views.snapshot)
         add_job_routes(routes, policy, self.dispatcher, self.dispatcher.speeds)
         add_queue_routes(routes, policy, self.router)
+        add_pool_routes(routes, policy, self.registry, self.pools)
         add_process_routes(routes, policy, self.fleet.processes, self.registry.worker,
                            status_json=self._status_json, remote_log=self._remote_log)
         add_inventory_routes(routes, policy, self.registry, self.inventory, self.local_models.library, self.local_models.packs,
@@ -128,9 +134,11 @@ class DistributedApp:
 
     async def _background_tasks(self, app: web.Application) -> AsyncIterator[None]:
         await self.fleet.start()
+        await self.pools.start()
         tasks = [asyncio.ensure_future(self.health.run()), asyncio.ensure_future(self.registry.watch()),
                  asyncio.ensure_future(self.router.serve()), asyncio.ensure_future(self._orphans.run()),
-                 asyncio.ensure_future(self.dispatcher.sweep_forever()), asyncio.ensure_future(self.hosts.run())]
+                 asyncio.ensure_future(self.dispatcher.sweep_forever()), asyncio.ensure_future(self.hosts.run()),
+                 asyncio.ensure_future(self.pools.run())]
         yield
         for task in tasks:
             task.cancel()
@@ -138,12 +146,20 @@ class DistributedApp:
         await self.router.stop()
         await self.copier.close()
         await self.hosts.stop()
+        await self.pools.close()
         await self.health.stop()
         await self.fleet.processes.close()
         await self.clients.close()
 
     def _status_json(self, worker_id: str) -> dict[str, Any]:
         return self.health.status(worker_id).as_json()
+
+    def _work_waiting_since(self) -> float | None:
+        """Since when shares or whole prompts have waited with every participant busy (time.monotonic)."""
+        return min((since for since in (self.dispatcher.waiting_since(), self.router.waiting_since()) if since is not None), default=None)
+
+    def _holds_share(self, worker_id: str) -> bool:
+        return self.dispatcher.holds_share(worker_id) or self.router.holds_share(worker_id)
 
     async def _removed(self, worker: WorkerConfig) -> None:
         await self.fleet.removed(worker)

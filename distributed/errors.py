@@ -7,6 +7,7 @@ says which participant failed and why, without digging through logs.
     ├── ConfigError                the registry file or a request body is invalid
     │   └── RegistryConflict       a write was refused: the file on disk is invalid or changed
     ├── UnknownWorker              a worker id that is not in the registry
+    ├── UnknownPool                a pool name that is not in the registry
     ├── PlanError                  the prompt cannot be split (e.g. a seed that is not a literal)
     ├── WorkerUnavailable          "not now, try elsewhere": the share goes to another participant
     │   ├── WorkerOffline          connection refused, DNS failure, timeout
@@ -52,6 +53,14 @@ class UnknownWorker(DistributedError):
     def __init__(self, worker_id: str) -> None:
         super().__init__(f"no worker with id '{worker_id}'")
         self.worker_id = worker_id
+
+
+class UnknownPool(DistributedError):
+    """Raised when a request names an elastic pool that the registry does not hold."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no pool named '{name}'")
+        self.name = name
 
 
 class PlanError(DistributedError):

@@ -23,6 +23,8 @@ SHARE_REASSIGNED = "distributed.share_reassigned"
 WORKER_SKIPPED = "distributed.worker_skipped"
 SHARE_COPIED = "distributed.share_copied"
 MODEL_COPY = "distributed.model_copy"
+POOLS_CHANGED = "distributed.pools_changed"
+POOL_ALERT = "distributed.pool_alert"
 
 
 class Events:
@@ -53,6 +55,13 @@ class Events:
     def model_copy(self, copy_snapshot: dict[str, Any]) -> None:
         """A copy of model files to a worker: its files, bytes done, speed and time left."""
         self._emit(MODEL_COPY, copy_snapshot)
+
+    def pools_changed(self, snapshot: dict[str, Any]) -> None:
+        self._emit(POOLS_CHANGED, snapshot)
+
+    def pool_alert(self, pool: str, severity: str, summary: str, detail: str) -> None:
+        """Something about a pool a user should hear of at once (a toast): severity is error, warn or info."""
+        self._emit(POOL_ALERT, {"pool": pool, "severity": severity, "summary": summary, "detail": detail})
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
         try:

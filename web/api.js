@@ -19,6 +19,7 @@ export class ApiError extends Error {
 const worker = (workerId) => `/distributed/workers/${encodeURIComponent(workerId)}`;
 const hostWorkers = (hostId) => `/distributed/hosts/${encodeURIComponent(hostId)}/workers`;
 const hostWorker = (hostId, workerId) => `${hostWorkers(hostId)}/${encodeURIComponent(workerId)}`;
+const pool = (name) => `/distributed/pools/${encodeURIComponent(name)}`;
 
 export class DistributedClient {
   /** @param {(path: string, init?: RequestInit) => Promise<Response>} fetchApi */
@@ -146,6 +147,32 @@ export class DistributedClient {
 
   modelCopies() {
     return this.request("GET", "/distributed/model-copies");
+  }
+
+  /** `{pools: [...]}`: every elastic pool with its members (same body as `distributed.pools_changed`). */
+  pools() {
+    return this.request("GET", "/distributed/pools");
+  }
+
+  createPool(fields) {
+    return this.request("POST", "/distributed/pools", fields);
+  }
+
+  updatePool(name, changes) {
+    return this.request("PATCH", pool(name), changes);
+  }
+
+  deletePool(name) {
+    return this.request("DELETE", pool(name));
+  }
+
+  /** Starts one member now; answers with the member (202). */
+  startPoolMember(name) {
+    return this.request("POST", `${pool(name)}/start`);
+  }
+
+  stopPoolMember(name, memberId) {
+    return this.request("POST", `${pool(name)}/members/${encodeURIComponent(memberId)}/stop`);
   }
 
   /** ComfyUI's own stats for the master's GPU. */

@@ -15,7 +15,10 @@ const JOB_EVENTS = {
   shareCopied: "distributed.share_copied",
   workerSkipped: "distributed.worker_skipped",
   modelCopy: "distributed.model_copy",
+  poolsChanged: "distributed.pools_changed",
+  poolAlert: "distributed.pool_alert",
 };
+const SEVERITIES = new Set(["success", "info", "warn", "error"]);
 
 const DOWN_STATES = new Set(["offline", "error"]);
 const MASTER_PARTICIPANT = "master";
@@ -35,6 +38,8 @@ export class DistributedStore extends EventTarget {
       workers: [],
       // What the master knows of each host (GPUs, workers, state), by host id (docs/hosts.md).
       hosts: {},
+      // Elastic pools as GET /distributed/pools shows them: members, hours used, last failure.
+      pools: [],
       masterDevice: null,
       job: null,
       // The master's latest ComfyUI prompt as ComfyUI reports it: its step progress (sent to every
@@ -59,6 +64,8 @@ export class DistributedStore extends EventTarget {
       [JOB_EVENTS.shareCopied]: (event) => this.onShareCopied(event.detail),
       [JOB_EVENTS.workerSkipped]: (event) => this.onWorkerSkipped(event.detail),
       [JOB_EVENTS.modelCopy]: (event) => this.applyModelCopy(event.detail),
+      [JOB_EVENTS.poolsChanged]: (event) => this.applyPools(event.detail),
+      [JOB_EVENTS.poolAlert]: (event) => this.onPoolAlert(event.detail),
       reconnected: () => this.refresh(),
       // The master's own share runs as the job's `prompt_id` in ComfyUI: its steps come from ComfyUI.
       progress: (event) => this.onMasterProgress(event.detail),
@@ -94,7 +101,7 @@ export class DistributedStore extends EventTarget {
       this.emitChange("snapshot");
       return;
     }
-    await Promise.all([this.refreshMasterDevice(), this.refreshRunningJob(), this.refreshModelCopies()]);
+    await Promise.all([this.refreshMasterDevice(), this.refreshRunningJob(), this.refreshModelCopies(), this.refreshPools()]);
   }
 
   /** Picks up model copies that started before the panel loaded. */
@@ -106,6 +113,14 @@ export class DistributedStore extends EventTarget {
       return;
     }
     for (const copy of Array.isArray(body?.copies) ? body.copies : []) this.applyModelCopy(copy);
+  }
+
+  async refreshPools() {
+    try {
+      this.applyPools(await this.client.pools());
+    } catch {
+      // The worker list's own error already says the master cannot be reached.
+    }
   }
 
   async refreshMasterDevice() {
@@ -257,6 +272,26 @@ export class DistributedStore extends EventTarget {
     }
   }
 
+  applyPools(snapshot) {
+    if (!snapshot || !Array.isArray(snapshot.pools)) return;
+    this.state.pools = snapshot.pools;
+    this.emitChange("pools");
+  }
+
+  /** One pool as a route answers it, in place (or added at the end). */
+  applyPool(received) {
+    const index = this.state.pools.findIndex((p) => p.name === received.name);
+    if (index === -1) this.state.pools = [...this.state.pools, received];
+    else this.state.pools = this.state.pools.map((p, i) => (i === index ? received : p));
+    this.emitChange("pools");
+  }
+
+  /** A start refused by the budget, a member that failed to start or to stop: a toast at once. */
+  onPoolAlert({ severity, summary, detail } = {}) {
+    if (!summary) return;
+    this.notify(SEVERITIES.has(severity) ? severity : "warn", String(summary), detail ? String(detail) : "");
+  }
+
   onShareReassigned({ share_index: shareIndex, from_worker: from, reason } = {}) {
     this.notify("warn", `Share ${Number(shareIndex) + 1} re-run elsewhere`, `${this.participantName(from)}: ${reason ?? "no reason given"}`);
   }
@@ -292,6 +327,36 @@ export class DistributedStore extends EventTarget {
 
   async updateConfig(changes) {
     this.applySnapshot(await this.client.updateConfig(changes));
+  }
+
+  async createPool(fields) {
+    const pool = await this.client.createPool(fields);
+    this.applyPool(pool);
+    return pool;
+  }
+
+  async updatePool(name, changes) {
+    const pool = await this.client.updatePool(name, changes);
+    this.applyPool(pool);
+    return pool;
+  }
+
+  /** Removes the pool; it stays listed, without its settings, while its members stop. */
+  async deletePool(name) {
+    await this.client.deletePool(name);
+    await this.refreshPools();
+  }
+
+  async startPoolMember(name) {
+    const member = await this.client.startPoolMember(name);
+    await this.refreshPools();
+    return member;
+  }
+
+  async stopPoolMember(name, memberId) {
+    const member = await this.client.stopPoolMember(name, memberId);
+    await this.refreshPools();
+    return member;
   }
 
   testWorker(workerId) {

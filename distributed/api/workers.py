@@ -4,7 +4,8 @@
     POST   /distributed/workers                  add a worker (201)
     PATCH  /distributed/workers/{worker_id}      change the fields given
     DELETE /distributed/workers/{worker_id}      remove a worker (a local one is stopped once removed; the
-                                                 entries it manages, a host's workers, go with it)
+                                                 entries it manages, a host's workers, go with it; a managed
+                                                 entry itself is refused: its host or pool acts on it)
     POST   /distributed/workers/{worker_id}/test check a saved worker through the master
     POST   /distributed/test-connection          the same for unsaved fields
 
@@ -154,8 +155,10 @@ def refuse_managed(worker: WorkerConfig, changes: dict[str, Any] | None) -> None
     if fixed == []:
         return
     what = "deleted" if fixed is None else f"edited ({', '.join(fixed)})"
-    raise ConfigError(f"worker '{worker.name}' is managed by {worker.managed_by} and cannot be {what} by hand; act on it "
-                      "through its manager (for a host's worker: the host's group in the panel, docs/hosts.md)",
+    pool = worker.manager_id("pool")
+    how = (f"stop it through its pool (POST /distributed/pools/{pool}/members/{worker.id}/stop, docs/elastic-workers.md)"
+           if pool is not None else "act on it through its host (the host's group in the panel, docs/hosts.md)")
+    raise ConfigError(f"worker '{worker.name}' is managed by {worker.managed_by} and cannot be {what} by hand; {how}",
                       field=fixed[0] if fixed else "managed_by")
 
 

@@ -26,7 +26,11 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 WorkerType = Literal["local", "remote", "cloud", "host"]
 Listen = Literal["loopback", "network"]
 MANAGED_BY_PATTERN = r"^[a-z]+:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-"""`<kind>:<id>` of whatever manages an entry on the user's behalf, e.g. "host:studio"."""
+"""`<kind>:<id>` of whatever manages an entry on the user's behalf: "host:studio", "pool:runpod"."""
+POOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
+"""A pool's name, short enough that its members' ids (`<name>-<6 hex digits>`) are worker ids."""
+MAX_POOL_MEMBERS = 64
+Argument = Annotated[str, Field(max_length=4096)]
 
 
 class StrictModel(BaseModel):
@@ -141,9 +145,15 @@ class WorkerConfig(StrictModel):
     )
     managed_by: str | None = Field(
         None, pattern=MANAGED_BY_PATTERN,
-        description="Set by the master on entries it keeps on someone's behalf (\"host:<host worker id>\": a host's worker); "
-                    "null for the workers you add. A managed entry is not edited or deleted by hand through the API.",
+        description="Set by the master on entries it keeps on someone's behalf (\"host:<host worker id>\": a host's worker; "
+                    "\"pool:<pool name>\": a member an elastic pool started); null for the workers you add. A managed entry "
+                    "is not edited or deleted by hand through the API.",
     )
+
+    def manager_id(self, kind: str) -> str | None:
+        """The id of the `kind` ("host", "pool") that manages this entry; None when another or nothing does."""
+        prefix = f"{kind}:"
+        return self.managed_by.removeprefix(prefix) if self.managed_by and self.managed_by.startswith(prefix) else None
 
     @field_validator("host")
     @classmethod
@@ -200,6 +210,53 @@ class WorkerConfig(StrictModel):
         return f"http://{host}:{self.port}"
 
 
+class PoolConfig(StrictModel):
+    """An elastic pool: GPUs the master starts when work waits and stops when idle, within a budget
+    (docs/elastic-workers.md)."""
+
+    name: str = Field(pattern=POOL_NAME_PATTERN, description="Identifies the pool; its members are named <name>-<6 hex digits>.")
+    min: int = Field(0, ge=0, le=MAX_POOL_MEMBERS, description="Members kept running even when no work waits.")
+    max: int = Field(1, ge=1, le=MAX_POOL_MEMBERS, description="Members running at most, starting ones included.")
+    start_command: list[Argument] = Field(
+        min_length=1, max_length=64,
+        description="Program and arguments (never run through a shell) that start one member; `{member_id}` and `{pool}` "
+                    "in an argument are replaced, and DISTRIBUTED_MEMBER_ID and DISTRIBUTED_POOL are set in its environment. "
+                    'It prints one JSON line, {"url": ..., "token": ..., "headers": {...}}, once the member has an address.',
+    )
+    stop_command: list[Argument] = Field(
+        min_length=1, max_length=64,
+        description="Program and arguments that stop one member, with the same replacements and environment as start_command.",
+    )
+    idle_seconds: float = Field(600.0, ge=1, le=7 * 86400, description="A member idle this long is stopped (never below min).")
+    grow_after_seconds: float = Field(
+        30.0, ge=0, le=86400, description="The pool grows once work has waited this long with every participant busy.",
+    )
+    max_starts_per_10min: int = Field(3, ge=1, le=1000, description="Starts allowed in any 10 minutes, failed ones included.")
+    budget_hours_per_day: float = Field(
+        gt=0, le=24 * MAX_POOL_MEMBERS,
+        description="Member-hours allowed per day (the master's local day), starting and stopping included.",
+    )
+    ready_timeout_seconds: float = Field(
+        900.0, ge=1, le=86400,
+        description="From launching the start command until the member answers; a member later than that is stopped.",
+    )
+
+    @field_validator("start_command", "stop_command")
+    @classmethod
+    def _argv_is_runnable(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError("the first item must name the program to run")
+        if any("\0" in argument for argument in value):
+            raise ValueError("an argument must not contain a NUL character")
+        return value
+
+    @model_validator(mode="after")
+    def _min_fits_max(self) -> PoolConfig:
+        if self.min > self.max:
+            raise ValueError(f"min: {self.min} members kept running is more than the pool's max of {self.max}")
+        return self
+
+
 class RegistryFile(StrictModel):
     """The whole of workers.json."""
 
@@ -207,6 +264,7 @@ class RegistryFile(StrictModel):
     master: MasterConfig = Field(default_factory=MasterConfig)
     settings: Settings = Field(default_factory=Settings)
     workers: list[WorkerConfig] = Field(default_factory=list)
+    pools: list[PoolConfig] = Field(default_factory=list, description="Elastic pools of workers started and stopped on demand.")
     local_workers_seeded: bool = Field(
         False, description="Set once the first launch added one local worker per spare GPU, so deleting them sticks."
     )
@@ -223,7 +281,15 @@ class RegistryFile(StrictModel):
                 if worker.port in local_ports:
                     raise ValueError(f"workers: local workers '{local_ports[worker.port]}' and '{worker.id}' both use port {worker.port}")
                 local_ports[worker.port] = worker.id
+        names: set[str] = set()
+        for pool in self.pools:
+            if pool.name in names:
+                raise ValueError(f"pools: duplicate pool name '{pool.name}'")
+            names.add(pool.name)
         return self
 
     def worker(self, worker_id: str) -> WorkerConfig | None:
         return next((w for w in self.workers if w.id == worker_id), None)
+
+    def pool(self, name: str) -> PoolConfig | None:
+        return next((p for p in self.pools if p.name == name), None)

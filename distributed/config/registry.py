@@ -45,7 +45,7 @@ def parse_registry(text: str) -> RegistryFile:
 
 
 def duplicates(data: object) -> list[str]:
-    """Ids and local ports used twice, read from the raw file: the model checks them only once every
+    """Ids, local ports and pool names used twice, read from the raw file: the model checks them only once every
     field is valid, and a hand-edited file should hear of all its problems at once."""
     workers = data.get("workers") if isinstance(data, dict) else None
     entries = [entry for entry in workers if isinstance(entry, dict)] if isinstance(workers, list) else []
@@ -60,6 +60,9 @@ def duplicates(data: object) -> list[str]:
             if port in ports:
                 problems.append(f"workers: two local workers use port {port}")
             ports.add(port)
+    pools = data.get("pools") if isinstance(data, dict) else None
+    names = [entry.get("name") for entry in pools if isinstance(entry, dict)] if isinstance(pools, list) else []
+    problems += [f"pools: duplicate pool name '{name}'" for name in sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})]
     return problems
 
 

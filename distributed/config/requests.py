@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, create_model
 
-from .models import Listen, MasterConfig, Settings, StrictModel, WorkerConfig
+from .models import Listen, MasterConfig, PoolConfig, Settings, StrictModel, WorkerConfig
 
 
 def derived_model(
@@ -65,6 +65,9 @@ WorkerPatch = derived_model(
 )
 MasterPatch = derived_model(MasterConfig, "MasterPatch", "The master's fields to change.")
 SettingsPatch = derived_model(Settings, "SettingsPatch", "The settings to change.")
+PoolPatch = derived_model(
+    PoolConfig, "PoolPatch", "PATCH /distributed/pools/{name}: only the fields given change; a pool keeps its name.", exclude=("name",),
+)
 
 
 class ConfigPatch(StrictModel):

@@ -101,6 +101,8 @@ class Dispatcher:
         self.progress = ProgressBoard()
         self._free_since: dict[str, float] = {}
         """When each participant last delivered a share: a share queued behind it starts there."""
+        self._waiting: dict[str, float] = {}
+        """Job id -> since when its shares wait with no participant free to take them (for elastic pools)."""
 
     # --- queue: the on-prompt hook --------------------------------------------------------
 
@@ -135,6 +137,14 @@ class Dispatcher:
 
     def job(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
+
+    def waiting_since(self) -> float | None:
+        """Since when (on the clock) a share has waited with no participant free to take it; None if none waits."""
+        return min(self._waiting.values(), default=None)
+
+    def holds_share(self, worker_id: str) -> bool:
+        """Whether the worker runs, or has queued, a share of a running job now."""
+        return any(job.state == JobState.RUNNING and job.queue.held_by(worker_id) for job in self._jobs.values())
 
     def jobs(self) -> list[Job]:
         return sorted(self._jobs.values(), key=lambda job: job.created_at, reverse=True)
@@ -350,6 +360,10 @@ class Dispatcher:
                 handed = assignments_now(job.queue.pending(), participants, now)
                 for share, participant in handed:
                     self._hand_out(job, share, participant, workers.get(participant), participants, tasks)
+                if job.queue.pending():
+                    self._waiting.setdefault(job.job_id, now)
+                else:
+                    self._waiting.pop(job.job_id, None)
                 copies: list[Backup] = []
                 if config.settings.backup_tasks:
                     participants = self._participants(job, workers, now, lag_limit)
@@ -371,6 +385,7 @@ class Dispatcher:
             logger.error("Job %s failed: %s", job.job_id, error)
             self._finish(job, JobState.FAILED)
         finally:
+            self._waiting.pop(job.job_id, None)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

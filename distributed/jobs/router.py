@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -88,8 +89,12 @@ class ComfyQueue(Protocol):
 class PromptRouter:
     """Hands the master's queued whole prompts to the first free listed participant."""
 
-    def __init__(self, registry: Registry, health: WorkerAvailability, runner: ShareRunning, queue: ComfyQueue) -> None:
+    def __init__(self, registry: Registry, health: WorkerAvailability, runner: ShareRunning, queue: ComfyQueue,
+                 pools_can_grow: Callable[[], bool] = lambda: False) -> None:
         self._registry = registry
+        self._pools_can_grow = pools_can_grow
+        """Whether an elastic pool may still start a worker: a prompt nobody can run now then waits for it."""
+        self._waiting_since: float | None = None
         self._health = health
         self._runner = runner
         self._queue = queue
@@ -114,6 +119,14 @@ class PromptRouter:
 
     def run(self, prompt_id: str) -> RoutedPrompt | None:
         return self._runs.get(prompt_id)
+
+    def waiting_since(self) -> float | None:
+        """Since when (time.monotonic) a prompt has waited with every participant busy; None if none waits."""
+        return self._waiting_since
+
+    def holds_share(self, worker_id: str) -> bool:
+        """Whether the worker runs a whole prompt of the distributed queue now."""
+        return any(run.state == RouteState.RUNNING and run.participant == worker_id for run in self._runs.values())
 
     # --- ComfyUI's execution thread, through the bridge ----------------------------------------
 
@@ -190,6 +203,7 @@ class PromptRouter:
         held = [run for run in waiting if run.held]
         queued = sorted((run for run in waiting if not run.held and run.prompt_id in order), key=lambda run: order[run.prompt_id])
         busy = {run.participant for run in self._runs.values() if run.state == RouteState.RUNNING}
+        left_waiting = False
         for run in held + queued:
             if not run.held and master_free and order[run.prompt_id] == 0:
                 continue  # the master's thread pops it at once
@@ -197,11 +211,13 @@ class PromptRouter:
             if worker is None:
                 if not self._could_ever_run(run, config):
                     self._give_up(run)
+                left_waiting = left_waiting or run.state == RouteState.WAITING
                 continue
             if not run.held and not self._take(run):
                 continue  # the master's thread popped it meanwhile
             busy.add(worker.id)
             self._start(run, worker)
+        self._waiting_since = (self._waiting_since or time.monotonic()) if left_waiting else None
 
     def _follow(self, running: list[str], pending: list[str]) -> None:
         """Notes which registered prompts are in the master's queue, and ends those that left it."""
@@ -236,7 +252,7 @@ class PromptRouter:
         return worker.enabled and worker.id not in busy and self._health.status(worker.id).state.answers
 
     def _could_ever_run(self, run: RoutedPrompt, config: RegistryFile) -> bool:
-        return config.master.participate or any(w.enabled and w.id not in run.excluded for w in config.workers)
+        return config.master.participate or self._pools_can_grow() or any(w.enabled and w.id not in run.excluded for w in config.workers)
 
     def _on_master(self, run: RoutedPrompt) -> None:
         run.state, run.participant, run.participant_name = RouteState.RUNNING, MASTER, MASTER

@@ -35,6 +35,8 @@ def cors_master() -> Iterator[ComfyInstance]:
     workers_file.write_text(json.dumps({"version": 1, "workers": [
         {"id": "r1", "name": "Remote 1", "type": "remote", "host": "127.0.0.1", "port": free_port()},
         {"id": "l1", "name": "Local 1", "type": "local", "host": "127.0.0.1", "port": free_port(), "enabled": False},
+    ], "pools": [
+        {"name": "p1", "start_command": ["/bin/false"], "stop_command": ["/bin/true"], "budget_hours_per_day": 1},
     ]}, indent=2))
     master = ComfyInstance("master-cors", base / "master", with_extension=True, with_node_pack=False,
                            env={"DISTRIBUTED_WORKERS_FILE": str(workers_file), "DISTRIBUTED_API_TOKEN": TOKEN,
@@ -70,6 +72,12 @@ STATE_CHANGING = [
     ("POST", "/distributed/workers/l1/stop", None),
     ("POST", "/distributed/workers/l1/restart", None),
     ("POST", "/api/distributed/workers", {"name": "x", "port": 1}),
+    ("POST", "/distributed/pools", {"name": "p2", "start_command": ["/bin/true"], "stop_command": ["/bin/true"],
+                                    "budget_hours_per_day": 1}),
+    ("PATCH", "/distributed/pools/p1", {"max": 2}),
+    ("DELETE", "/distributed/pools/p1", None),
+    ("POST", "/distributed/pools/p1/start", None),
+    ("POST", "/distributed/pools/p1/members/p1-abc123/stop", None),
 ]
 
 

@@ -1,6 +1,6 @@
 /**
  * The whole sidebar panel: toolbar, problems banner, current run, master card, worker cards with
- * the add/edit form, hosts with their workers grouped under each, and settings. `mount` may be called again with the same element (ComfyUI
+ * the add/edit form, hosts with their workers grouped under each, elastic pools, and settings. `mount` may be called again with the same element (ComfyUI
  * re-renders the tab); `unmount` drops every listener and timer the panel holds.
  */
 
@@ -8,6 +8,7 @@ import { button, h, replaceChildren } from "./dom.js";
 import { createInventory } from "./inventory.js";
 import { createHostGroup } from "./host_group.js";
 import { createMasterCard } from "./master_card.js";
+import { createPoolsSection } from "./pools.js";
 import { createProgressView } from "./progress.js";
 import { createSettings } from "./settings.js";
 import { createWorkerCard } from "./worker_card.js";
@@ -87,6 +88,7 @@ function buildView(store) {
     h("div", { class: "dgpu-section-head" }, h("h3", { class: "dgpu-section-title", text: "Hosts" }), hostCount),
     hostList,
   );
+  const pools = createPoolsSection({ store });
   const settings = createSettings({ store });
   const inventory = createInventory({ store });
   const root = h(
@@ -109,6 +111,7 @@ function buildView(store) {
       ),
       inventory.el,
       hostSection,
+      pools.el,
       settings.el,
     ),
   );
@@ -216,6 +219,7 @@ function buildView(store) {
     renderWorkers(state);
     inventory.update(state);
     renderHosts(state);
+    pools.update(state);
     settings.update(state);
   }
 
@@ -227,6 +231,7 @@ function buildView(store) {
     destroy() {
       store.removeEventListener("change", update);
       closeForm();
+      pools.destroy();
       for (const card of cards.values()) card.destroy();
       cards.clear();
       for (const group of groups.values()) group.destroy();

@@ -1,7 +1,8 @@
 /**
  * One worker: name, type, address, GPU, speed and round trip, status dot, enable switch, warnings
  * (such as TLS checks turned off), and its actions
- * (Launch / Stop / Restart / View log for local workers; Test connection, Edit, Delete for all).
+ * (Launch / Stop / Restart / View log for local workers; Test connection, Edit for all; Delete for
+ * all but a pool's members, which their pool stops).
  * The card is updated in place so focus and an open log survive status pushes.
  */
 
@@ -46,6 +47,8 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
   const stop = button({ label: "Stop", iconName: "pi-stop", onClick: (e) => control(e.currentTarget, "stop") });
   const restart = button({ label: "Restart", iconName: "pi-replay", onClick: (e) => control(e.currentTarget, "restart") });
   const viewLog = button({ label: "View log", iconName: "pi-align-left", onClick: toggleLog });
+  // A pool's member is stopped by its pool (the pool's Stop button), never deleted by hand.
+  const deleteButton = button({ label: "Delete", iconName: "pi-trash", onClick: askDelete });
   const localActions = h("div", { class: "dgpu-actions-group" }, launch, stop, restart, viewLog);
   const actions = h(
     "div",
@@ -54,7 +57,7 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
     h("span", { class: "dgpu-spacer" }),
     button({ label: "Test connection", iconName: "pi-wifi", onClick: (e) => testConnection(e.currentTarget) }),
     button({ label: "Edit", iconName: "pi-pencil", onClick: () => onEdit(worker) }),
-    button({ label: "Delete", iconName: "pi-trash", onClick: askDelete }),
+    deleteButton,
   );
 
   const el = h(
@@ -144,7 +147,11 @@ export function createWorkerCard({ store, worker: initial, onEdit }) {
     dot.className = `dgpu-dot dgpu-dot-${described.tone}`;
     name.textContent = worker.name;
     name.title = worker.name;
-    typeLabel.textContent = WORKER_TYPE_LABELS[worker.type] ?? worker.type;
+    const typeText = WORKER_TYPE_LABELS[worker.type] ?? worker.type;
+    const managedBy = String(worker.managed_by ?? "");
+    const pool = managedBy.startsWith("pool:") ? managedBy.slice("pool:".length) : null;
+    typeLabel.textContent = pool ? `${typeText} · pool ${pool}` : typeText;
+    deleteButton.hidden = Boolean(pool);
     if (document.activeElement !== enabled.input) enabled.input.checked = Boolean(worker.enabled);
     enabled.root.title = worker.enabled ? "Enabled: takes shares of distributed runs" : "Disabled: never used";
     addressText.textContent = workerAddress(worker);
