@@ -269,6 +269,9 @@ class LocalWorkerManager:
             await self._cancel_supervisor(record)
             if record.process is not None:
                 logger.info("stopping local worker '%s' (pid %d)", record.config.name, record.process.pid)
+                # Stopped on purpose from now on: a share its end cuts short then reads as stopped by
+                # the user, not as a worker that closed its websocket.
+                self._set(record, WorkerState.OFFLINE, None)
                 await asyncio.to_thread(record.process.end_tree, self._stop_timeout)
                 record.process = None
             await asyncio.to_thread(record.paths.process_file.unlink, True)
