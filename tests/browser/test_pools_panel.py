@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_panel import browser, dialogs, expect, open_panel, page, playwright_api, registry, worker_card
+from tests.browser.test_panel import dialogs, expect, open_panel, page, playwright_api, registry, worker_card
 from tests.harness import ComfyInstance, comfyui_python, http_json, wait_until
 
 Page = playwright_api.Page
 SCRIPTS = Path(__file__).resolve().parents[1] / "elastic"
 BOOT_MS = 180_000
 
-__all__ = ["browser", "dialogs", "page", "registry"]  # fixtures of the panel tests, used here as they are
+__all__ = ["dialogs", "page", "registry"]  # fixtures of the panel tests, used here as they are
 
 
 @pytest.fixture(scope="module")
