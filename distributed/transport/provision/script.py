@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from .setup_plan import SetupPlan
 
@@ -196,49 +198,54 @@ def _pack_notes(plan: SetupPlan) -> dict[str, list[str]]:
     return {pack.folder: [comment_line(f"{pack.folder}: {note}") for note in pack.notes] for pack in plan.packs}
 
 
-def render_bash(plan: SetupPlan) -> str:
-    lines = ["#!/usr/bin/env bash", *_header(plan, "Run it on the worker: bash setup-worker.sh [path to its ComfyUI folder]"), "",
-             BASH_HEAD.rstrip("\n"), ""]
+@dataclass(frozen=True)
+class _Shell:
+    """What differs between the two scripts: the run hint, their fixed parts, commands, quoting, line ends."""
+
+    first_lines: tuple[str, ...]
+    usage: str
+    head: str
+    tail: str
+    model_command: str
+    pack_command: str
+    quote: Callable[[str], str]
+    newline: str
+
+
+BASH = _Shell(("#!/usr/bin/env bash",), "Run it on the worker: bash setup-worker.sh [path to its ComfyUI folder]", BASH_HEAD, BASH_TAIL,
+              "model", "node_pack", shlex.quote, "\n")
+POWERSHELL = _Shell((), "Run it on the worker: powershell -ExecutionPolicy Bypass -File setup-worker.ps1 [-ComfyUIDir <folder>]",
+                    POWERSHELL_HEAD, POWERSHELL_TAIL, "Get-Model", "Install-NodePack", powershell_quote, "\r\n")
+
+
+def _render(plan: SetupPlan, shell: _Shell) -> str:
+    lines = [*shell.first_lines, *_header(plan, shell.usage), "", shell.head.rstrip("\n"), ""]
     if plan.models:
         lines.append("# Models")
         for model in plan.models:
             if model.other_hash:
                 lines.append(comment_line(f"{model.name}: the workflow gives a {model.other_hash.split(':')[0]} hash, not checked here"))
             args = [model.directory, model.name, model.url, model.sha256 or ""]
-            lines.append("model " + " ".join(shlex.quote(arg) for arg in args))
+            lines.append(shell.model_command + " " + " ".join(shell.quote(arg) for arg in args))
         lines.append("")
     if plan.packs:
         notes = _pack_notes(plan)
         lines.append("# Custom node packs, at the master's versions")
         for pack in plan.packs:
             lines += notes[pack.folder]
-            lines.append("node_pack " + " ".join(shlex.quote(arg) for arg in (pack.folder, pack.remote or "", pack.commit or "")))
+            args = [pack.folder, pack.remote or "", pack.commit or ""]
+            lines.append(shell.pack_command + " " + " ".join(shell.quote(arg) for arg in args))
         lines.append("")
-    lines.append(BASH_TAIL.strip("\n"))
-    return "\n".join(lines) + "\n"
+    lines.append(shell.tail.strip("\n"))
+    return shell.newline.join(lines) + shell.newline
+
+
+def render_bash(plan: SetupPlan) -> str:
+    return _render(plan, BASH)
 
 
 def render_powershell(plan: SetupPlan) -> str:
-    lines = [*_header(plan, "Run it on the worker: powershell -ExecutionPolicy Bypass -File setup-worker.ps1 [-ComfyUIDir <folder>]"),
-             "", POWERSHELL_HEAD.rstrip("\n"), ""]
-    if plan.models:
-        lines.append("# Models")
-        for model in plan.models:
-            if model.other_hash:
-                lines.append(comment_line(f"{model.name}: the workflow gives a {model.other_hash.split(':')[0]} hash, not checked here"))
-            args = [model.directory, model.name, model.url, model.sha256 or ""]
-            lines.append("Get-Model " + " ".join(powershell_quote(arg) for arg in args))
-        lines.append("")
-    if plan.packs:
-        notes = _pack_notes(plan)
-        lines.append("# Custom node packs, at the master's versions")
-        for pack in plan.packs:
-            lines += notes[pack.folder]
-            args = (pack.folder, pack.remote or "", pack.commit or "")
-            lines.append("Install-NodePack " + " ".join(powershell_quote(arg) for arg in args))
-        lines.append("")
-    lines.append(POWERSHELL_TAIL.strip("\n"))
-    return "\r\n".join(lines) + "\r\n"
+    return _render(plan, POWERSHELL)
 
 
 def render(plan: SetupPlan, shell: str) -> str:
