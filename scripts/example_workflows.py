@@ -43,6 +43,7 @@ NODE_TYPES: dict[str, dict[str, Any]] = {
     },
     "ImageBlur": {"inputs": [("image", "IMAGE"), ("blur_radius", "INT", None), ("sigma", "FLOAT", None)], "outputs": [("IMAGE", "IMAGE")]},
     "SaveImage": {"inputs": [("images", "IMAGE"), ("filename_prefix", "STRING", None)], "outputs": []},
+    "DistributedSaveImage": {"inputs": [("images", "IMAGE"), ("filename_prefix", "STRING", None)], "outputs": []},
     "CheckpointLoaderSimple": {"inputs": [("ckpt_name", "COMBO", None)], "outputs": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]},
     "CLIPLoader": {
         "inputs": [("clip_name", "COMBO", None), ("type", "COMBO", None), ("device", "COMBO", None)],
@@ -311,7 +312,8 @@ The **Distributed Value** gives each share one line of its list: share 1 (this C
 `4.0`, share 2 gets `6.0`, and so on. Here it feeds the KSampler's **cfg**; the seed is the
 KSampler's own and the same for every share, so the four pictures differ only in cfg. The
 collector's **shares** is 4: one picture per value, however many GPUs you have, and the batch comes
-back in the list's order.
+back in the list's order. **Save Image (Distributed)** writes into each picture the prompt of the
+share that made it: drag picture 3 back into ComfyUI and it renders with cfg 8 again.
 
 Wire it into any input of its **type** instead: a prompt (STRING, into a text input converted to a
 socket), a sampler (COMBO), a LoRA strength (FLOAT). Lines past the end of the list start again
@@ -460,6 +462,8 @@ def cfg_per_share() -> Workflow:
     """The SD1.5 txt2img with one fixed seed for every share, four shares, and cfg from a Distributed Value."""
     wf = txt2img("Compare cfg values across GPUs (SD1.5)", SD15, 512, LANDSCAPE, CFG_NOTE, steps=20, cfg=7.0,
                  collector={"shares": 4}, seed_per_share=False, prefix="distributed/cfg")
+    save = next(node for node in wf.nodes if node.type == "SaveImage")
+    save.type = "DistributedSaveImage"  # each picture keeps the prompt, and so the cfg, that made it
     sampler = next(node for node in wf.nodes if node.type == "KSampler")
     value = wf.add("DistributedValue", (20, 430), (330, 200), values="4.0\n6.0\n8.0\n10.0", type="FLOAT", past_end="cycle")
     value.title = "cfg per share"

@@ -77,6 +77,7 @@ def test_the_cfg_example_gives_each_of_four_shares_its_own_cfg_from_one_seed() -
     values, value_type, _ = nodes["DistributedValue"]["widgets_values"]
     assert value_type == "FLOAT" and len(values.splitlines()) == 4
     assert nodes["DistributedCollector"]["widgets_values"][0] == 4
+    assert "DistributedSaveImage" in nodes, "each picture keeps the cfg that made it"
 
 
 def test_model_loaders_carry_the_download_metadata_the_frontend_reads() -> None:
