@@ -43,6 +43,7 @@ NODE_TYPES: dict[str, dict[str, Any]] = {
     },
     "ImageBlur": {"inputs": [("image", "IMAGE"), ("blur_radius", "INT", None), ("sigma", "FLOAT", None)], "outputs": [("IMAGE", "IMAGE")]},
     "SaveImage": {"inputs": [("images", "IMAGE"), ("filename_prefix", "STRING", None)], "outputs": []},
+    "DistributedSaveImage": {"inputs": [("images", "IMAGE"), ("filename_prefix", "STRING", None)], "outputs": []},
     "CheckpointLoaderSimple": {"inputs": [("ckpt_name", "COMBO", None)], "outputs": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]},
     "CLIPLoader": {
         "inputs": [("clip_name", "COMBO", None), ("type", "COMBO", None), ("device", "COMBO", None)],
@@ -64,6 +65,19 @@ NODE_TYPES: dict[str, dict[str, Any]] = {
     "VAEDecodeAudio": {"inputs": [("samples", "LATENT"), ("vae", "VAE")], "outputs": [("AUDIO", "AUDIO")]},
     "SaveAudio": {"inputs": [("audio", "AUDIO"), ("filename_prefix", "STRING", None)], "outputs": []},
     "MarkdownNote": {"inputs": [], "outputs": []},
+    "LoadImage": {"inputs": [("image", "COMBO", None), ("upload", "IMAGEUPLOAD", None)], "outputs": [("IMAGE", "IMAGE"), ("MASK", "MASK")]},
+    "DistributedUpscale": {
+        "inputs": [("image", "IMAGE"), ("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+                   ("seed", "INT", None), ("steps", "INT", None), ("cfg", "FLOAT", None), ("sampler_name", "COMBO", None),
+                   ("scheduler", "COMBO", None), ("denoise", "FLOAT", None), ("upscale_by", "FLOAT", None),
+                   ("tile_width", "INT", None), ("tile_height", "INT", None), ("tile_padding", "INT", None),
+                   ("mask_blur", "INT", None), ("upscale_model", "UPSCALE_MODEL"), ("tiled_decode", "BOOLEAN", None)],
+        "outputs": [("IMAGE", "IMAGE")],
+    },
+    "DistributedValue": {
+        "inputs": [("values", "STRING", None), ("type", "COMBO", None), ("past_end", "COMBO", None)],
+        "outputs": [("value", "*")],
+    },
 }
 
 SD15 = {
@@ -135,6 +149,8 @@ class Workflow:
     def link(self, source: Node, slot: int, target: Node, input_name: str) -> None:
         link_id = len(self.links) + 1
         link_type = NODE_TYPES[source.type]["outputs"][slot][1]
+        if link_type == "*":  # an output of any type: the link takes the type of the input it feeds
+            link_type = next(entry[1] for entry in NODE_TYPES[target.type]["inputs"] if entry[0] == input_name)
         target.linked[input_name] = link_id
         source.out_links.setdefault(slot, []).append(link_id)
         self.links.append([link_id, source.id, slot, target.id, input_name, link_type])
@@ -276,6 +292,35 @@ Models, on the master and on every worker:
 Audio comes back only from workers that have ComfyUI Distributed GPU installed too; stock workers are
 skipped for audio shares (the run's details say so). The stock audio nodes need `torchaudio`."""
 
+UPSCALE_NOTE = """## Upscale with every GPU
+
+The **Distributed Upscale** enlarges the picture by **upscale_by**, cuts it into tiles of
+**tile_width** x **tile_height** (plus **tile_padding** of context around each) and refines every tile
+with the checkpoint at a low **denoise**. The tiles are the shares: each goes to whichever GPU frees up
+first, this ComfyUI included, and comes back to be blended in without seams (**mask_blur**). The
+picture is the same whatever GPUs took part: each tile's noise comes from the seed and its place.
+
+Load your own picture in **Load Image** (the example is ComfyUI's own `example.png`). A 768 px
+picture at 2x with 512 px tiles makes 9 tiles. Wire an upscale model (Load Upscale Model) into
+**upscale_model** to enlarge with it before the tiles are refined.
+
+Each worker needs `{model}` in its `models/checkpoints/` folder; workers are plain ComfyUI."""
+
+CFG_NOTE = """## Compare cfg values across GPUs (X/Y)
+
+The **Distributed Value** gives each share one line of its list: share 1 (this ComfyUI's own) gets
+`4.0`, share 2 gets `6.0`, and so on. Here it feeds the KSampler's **cfg**; the seed is the
+KSampler's own and the same for every share, so the four pictures differ only in cfg. The
+collector's **shares** is 4: one picture per value, however many GPUs you have, and the batch comes
+back in the list's order. **Save Image (Distributed)** writes into each picture the prompt of the
+share that made it: drag picture 3 back into ComfyUI and it renders with cfg 8 again.
+
+Wire it into any input of its **type** instead: a prompt (STRING, into a text input converted to a
+socket), a sampler (COMBO), a LoRA strength (FLOAT). Lines past the end of the list start again
+(**past_end** `cycle`) or repeat the last one.
+
+Each worker needs `{model}` in its `models/checkpoints/` folder."""
+
 
 def try_it_without_models() -> Workflow:
     wf = Workflow("Try it without models")
@@ -299,8 +344,9 @@ def try_it_without_models() -> Workflow:
 
 
 def txt2img(name: str, model: dict[str, str], size: int, prompt: str, note: str, *, steps: int, cfg: float,
-            batch_size: int = 1, collector: dict[str, Any] | None = None, prefix: str) -> Workflow:
-    """Checkpoint → prompts → latent → KSampler (seed from Distributed Seed) → decode → collector → save."""
+            batch_size: int = 1, collector: dict[str, Any] | None = None, seed_per_share: bool = True, prefix: str) -> Workflow:
+    """Checkpoint → prompts → latent → KSampler → decode → collector → save; the KSampler's seed comes
+    from a Distributed Seed when there is a collector and `seed_per_share`, else it is the sampler's own."""
     wf = Workflow(name)
     wf.note((20, -330), (560, 300), "Note: how it works", note.replace("{model}", model["name"]).replace("{directory}", model["directory"]))
     ckpt = wf.add("CheckpointLoaderSimple", (20, 140), (330, 98), ckpt_name=model["name"])
@@ -325,19 +371,20 @@ def txt2img(name: str, model: dict[str, str], size: int, prompt: str, note: str,
     wf.link(sampler, 0, decode, "samples")
     wf.link(ckpt, 2, decode, "vae")
     last = decode
-    if collector is not None:
+    if collector is not None and seed_per_share:
         seed = wf.add("DistributedSeed", (20, 300), (330, 82), seed=1234, control_after_generate="randomize")
         seed.colors = DISTRIBUTED_COLOR
         wf.link(seed, 0, sampler, "seed")
+    else:
+        sampler.widgets["control_after_generate"] = "randomize" if collector is None else "fixed"
+        sampler.widgets["seed"] = 1234
+    if collector is not None:
         gather = wf.add("DistributedCollector", (1200, 60), (300, 110),
                         **{"shares": 0, "split_batch": False, "precision": "uint8", **collector})
         gather.colors = DISTRIBUTED_COLOR
         wf.link(decode, 0, gather, "images")
         last = gather
         save_at = (1540, 60)
-    else:
-        sampler.widgets["control_after_generate"] = "randomize"
-        sampler.widgets["seed"] = 1234
     save = wf.add("SaveImage", save_at, (420, 470), filename_prefix=prefix)
     wf.link(last, 0, save, "images")
     return wf
@@ -382,6 +429,49 @@ def audio() -> Workflow:
 LANDSCAPE = "a lighthouse on a rocky coast at dusk, dramatic clouds, oil painting"
 
 
+def upscale() -> Workflow:
+    """Load Image → Distributed Upscale (SD1.5 refines the tiles) → save."""
+    wf = Workflow("Upscale with every GPU (SD1.5)")
+    wf.note((20, -330), (560, 300), "Note: how it works", UPSCALE_NOTE.replace("{model}", SD15["name"]))
+    ckpt = wf.add("CheckpointLoaderSimple", (20, 60), (330, 98), ckpt_name=SD15["name"])
+    ckpt.models = [dict(SD15)]
+    image = wf.add("LoadImage", (20, 200), (330, 320), image="example.png", upload="image")
+    positive = wf.add("CLIPTextEncode", (390, 60), (420, 150), text="highly detailed, sharp focus, fine texture, high quality")
+    positive.title = "Positive prompt"
+    positive.colors = POSITIVE_COLOR
+    negative = wf.add("CLIPTextEncode", (390, 250), (420, 110), text="blurry, noise, artifacts, watermark, text")
+    negative.title = "Negative prompt"
+    negative.colors = NEGATIVE_COLOR
+    tiles = wf.add("DistributedUpscale", (850, 60), (330, 430), seed=1234, control_after_generate="fixed", steps=20, cfg=7.0,
+                   sampler_name="euler", scheduler="normal", denoise=0.3, upscale_by=2.0, tile_width=512, tile_height=512,
+                   tile_padding=64, mask_blur=16, tiled_decode=False)
+    tiles.colors = DISTRIBUTED_COLOR
+    save = wf.add("SaveImage", (1220, 60), (520, 560), filename_prefix="distributed/upscale")
+    wf.link(image, 0, tiles, "image")
+    wf.link(ckpt, 0, tiles, "model")
+    wf.link(ckpt, 1, positive, "clip")
+    wf.link(ckpt, 1, negative, "clip")
+    wf.link(positive, 0, tiles, "positive")
+    wf.link(negative, 0, tiles, "negative")
+    wf.link(ckpt, 2, tiles, "vae")
+    wf.link(tiles, 0, save, "images")
+    return wf
+
+
+def cfg_per_share() -> Workflow:
+    """The SD1.5 txt2img with one fixed seed for every share, four shares, and cfg from a Distributed Value."""
+    wf = txt2img("Compare cfg values across GPUs (SD1.5)", SD15, 512, LANDSCAPE, CFG_NOTE, steps=20, cfg=7.0,
+                 collector={"shares": 4}, seed_per_share=False, prefix="distributed/cfg")
+    save = next(node for node in wf.nodes if node.type == "SaveImage")
+    save.type = "DistributedSaveImage"  # each picture keeps the prompt, and so the cfg, that made it
+    sampler = next(node for node in wf.nodes if node.type == "KSampler")
+    value = wf.add("DistributedValue", (20, 430), (330, 200), values="4.0\n6.0\n8.0\n10.0", type="FLOAT", past_end="cycle")
+    value.title = "cfg per share"
+    value.colors = DISTRIBUTED_COLOR
+    wf.link(value, 0, sampler, "cfg")
+    return wf
+
+
 def examples() -> list[Workflow]:
     return [
         try_it_without_models(),
@@ -395,6 +485,8 @@ def examples() -> list[Workflow]:
                 collector={"split_batch": True}, prefix="distributed/split"),
         txt2img("Distributed queue", SD15, 512, LANDSCAPE, QUEUE_NOTE, steps=20, cfg=7.0, collector=None, prefix="distributed/queue"),
         audio(),
+        upscale(),
+        cfg_per_share(),
     ]
 
 

@@ -23,6 +23,15 @@ const SEVERITIES = new Set(["success", "info", "warn", "error"]);
 const DOWN_STATES = new Set(["offline", "error"]);
 const MASTER_PARTICIPANT = "master";
 
+/**
+ * The master's device in the one shape the panel uses, from either source: /system_stats' first
+ * device or the snapshot's `master_device` (both name a torch device type and a name). `type` says
+ * what it renders on; `device_name` is what the master card shows ("cpu" for the processor).
+ */
+function masterDevice({ type, name }) {
+  return { type: type ?? null, device_name: type === "cpu" ? "cpu" : name ?? null };
+}
+
 export class DistributedStore extends EventTarget {
   /** @param {import("./api.js").DistributedClient} client */
   constructor(client, now = () => Date.now()) {
@@ -128,7 +137,7 @@ export class DistributedStore extends EventTarget {
       const stats = await this.client.masterStats();
       const device = stats?.devices?.[0];
       this.state.masterDevice = device
-        ? { device_name: device.type === "cpu" ? "cpu" : device.name, vram_total: device.vram_total, vram_free: device.vram_free }
+        ? { ...masterDevice(device), vram_total: device.vram_total, vram_free: device.vram_free }
         : null;
     } catch {
       this.state.masterDevice = null;
@@ -160,7 +169,7 @@ export class DistributedStore extends EventTarget {
       loadError: null,
       registryError: snapshot.registry_error ?? null,
       master: snapshot.master ?? this.state.master,
-      masterDevice: snapshot.master_device ?? this.state.masterDevice ?? null,
+      masterDevice: snapshot.master_device ? { ...this.state.masterDevice, ...masterDevice(snapshot.master_device) } : this.state.masterDevice,
       settings: snapshot.settings ?? this.state.settings,
       workers: snapshot.workers.map((w) => this.withNewestStatus(w)),
       hosts: snapshot.hosts && typeof snapshot.hosts === "object" ? snapshot.hosts : {},
@@ -204,7 +213,7 @@ export class DistributedStore extends EventTarget {
     const now = this.now();
     const previous = this.state.job?.jobId === update.job_id ? this.state.job : null;
     const finished = update.state === "done" || update.state === "failed";
-    const shares = Array.isArray(update.shares) ? update.shares : [];
+    const shares = withRunningSince(Array.isArray(update.shares) ? update.shares : [], previous?.shares ?? [], now);
     // A job is "done" once the workers' shares are in; the master's own share may still be running.
     const settled = update.state === "failed" || (update.state === "done" && shares.every((share) => share.state === "done" || share.state === "failed"));
     this.state.job = {
@@ -489,6 +498,20 @@ export class DistributedStore extends EventTarget {
 }
 
 /** True when status `a` is strictly newer than `b` (by the server's revision; a missing one is oldest). */
+/**
+ * The shares with `runningSince`: when this panel first saw each running share on its participant
+ * (kept across updates, new when the share moves to another participant), for its own rate.
+ */
+function withRunningSince(shares, previousShares, now) {
+  const before = new Map(previousShares.map((share) => [share.index, share]));
+  return shares.map((share) => {
+    if (share.state !== "running") return share;
+    const seen = before.get(share.index);
+    const same = seen?.state === "running" && seen.participant === share.participant && seen.runningSince !== undefined;
+    return { ...share, runningSince: same ? seen.runningSince : now };
+  });
+}
+
 function isNewer(a, b) {
   return Boolean(a) && (!b || (a.revision ?? 0) > (b.revision ?? 0));
 }

@@ -8,7 +8,9 @@ The model-free example also runs end to end on a master with two real CPU worker
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +40,21 @@ expect.set_options(timeout=UI_TIMEOUT_MS)
 
 def example(name: str) -> dict[str, Any]:
     return json.loads((EXAMPLES_DIR / f"{name}.json").read_text())
+
+
+def written_widgets(name: str) -> dict[str, dict[str, Any]]:
+    """node id -> the widget values scripts/example_workflows.py gave it by name (the file holds them by place)."""
+    spec = importlib.util.spec_from_file_location("example_workflows", PROJECT_DIR / "scripts" / "example_workflows.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    (workflow,) = [wf for wf in module.examples() if wf.name == name]
+    not_in_prompt = {"control_after_generate", "text_value", "upload"}  # the frontend's own controls
+    return {
+        str(node.id): {key: value for key, value in node.widgets.items() if key not in not_in_prompt and key not in node.linked}
+        for node in workflow.nodes if node.type != "MarkdownNote"
+    }
 
 
 def node_types(workflow: dict[str, Any]) -> list[str]:
@@ -216,6 +233,9 @@ def test_each_example_opens_from_the_templates_browser_with_every_node_known_and
     for _, source, slot, target, target_slot, _ in workflow["links"]:
         input_name = by_id[target]["inputs"][target_slot]["name"]
         assert inputs[str(target)][input_name] == [str(source), slot], f"{by_id[target]['type']}.{input_name}"
+    for node_id, widgets in written_widgets(name).items():  # widgets_values read in the order they were written
+        shown = {key: value for key, value in inputs[node_id].items() if key in widgets}
+        assert shown == widgets, f"{by_id[int(node_id)]['type']} (node {node_id})"
     for model in models(workflow):
         expect_model_download_offered(page, frontend, model)
 

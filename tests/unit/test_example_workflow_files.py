@@ -37,6 +37,7 @@ def test_every_example_has_a_jpg_thumbnail_of_the_same_name() -> None:
 
 
 def test_every_link_joins_an_output_to_an_input_of_the_same_type() -> None:
+    """An output of any type ("*", the Distributed Value's) may feed any input; the link has the input's type."""
     for path in EXAMPLES_DIR.glob("*.json"):
         workflow = json.loads(path.read_text())
         nodes = {node["id"]: node for node in workflow["nodes"]}
@@ -44,7 +45,39 @@ def test_every_link_joins_an_output_to_an_input_of_the_same_type() -> None:
             output = nodes[source]["outputs"][slot]
             target_input = nodes[target]["inputs"][target_slot]
             assert link_id in output["links"] and target_input["link"] == link_id, f"{path.name}: link {link_id}"
-            assert output["type"] == target_input["type"] == kind, f"{path.name}: link {link_id}"
+            assert target_input["type"] == kind and output["type"] in (kind, "*"), f"{path.name}: link {link_id}"
+
+
+def example_nodes(name: str) -> dict[str, dict]:
+    """type -> node, for an example with one node of each type that matters here."""
+    return {node["type"]: node for node in json.loads((EXAMPLES_DIR / f"{name}.json").read_text())["nodes"]}
+
+
+def linked_sources(name: str, node_type: str) -> dict[str, str]:
+    """input name -> the type of the node feeding it, for the node of `node_type` in an example."""
+    workflow = json.loads((EXAMPLES_DIR / f"{name}.json").read_text())
+    types = {node["id"]: node["type"] for node in workflow["nodes"]}
+    (target,) = [node for node in workflow["nodes"] if node["type"] == node_type]
+    by_link = {link[0]: types[link[1]] for link in workflow["links"]}
+    return {entry["name"]: by_link[entry["link"]] for entry in target["inputs"] if entry["link"] is not None}
+
+
+def test_the_upscale_example_refines_a_loaded_image_with_the_sd15_checkpoint() -> None:
+    sources = linked_sources("Upscale with every GPU (SD1.5)", "DistributedUpscale")
+    assert sources == {"image": "LoadImage", "model": "CheckpointLoaderSimple", "positive": "CLIPTextEncode",
+                       "negative": "CLIPTextEncode", "vae": "CheckpointLoaderSimple"}
+    loader = example_nodes("Upscale with every GPU (SD1.5)")["CheckpointLoaderSimple"]
+    assert loader["properties"]["models"][0]["name"] == "v1-5-pruned-emaonly-fp16.safetensors"
+
+
+def test_the_cfg_example_gives_each_of_four_shares_its_own_cfg_from_one_seed() -> None:
+    nodes = example_nodes("Compare cfg values across GPUs (SD1.5)")
+    assert "DistributedSeed" not in nodes, "every share renders the same seed, so only cfg differs"
+    assert linked_sources("Compare cfg values across GPUs (SD1.5)", "KSampler")["cfg"] == "DistributedValue"
+    values, value_type, _ = nodes["DistributedValue"]["widgets_values"]
+    assert value_type == "FLOAT" and len(values.splitlines()) == 4
+    assert nodes["DistributedCollector"]["widgets_values"][0] == 4
+    assert "DistributedSaveImage" in nodes, "each picture keeps the cfg that made it"
 
 
 def test_model_loaders_carry_the_download_metadata_the_frontend_reads() -> None:

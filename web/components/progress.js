@@ -83,13 +83,21 @@ function runDuration(job, masterRun, now) {
 }
 
 /**
- * Seconds left at the rate seen so far, or null while there is too little to go on: until one share
- * has finished, a rate mixes model loading with rendering and misleads more than it tells.
+ * Seconds left, or null while there is too little to go on: until one share has finished, a rate
+ * mixes model loading with rendering and misleads more than it tells. The run's rate so far says
+ * when the work as a whole is done; but the run also waits for its slowest share, so each running
+ * share's own rate (since the panel saw it start) gives a lower bound, and the larger figure wins.
  */
-export function estimateSecondsLeft(startedAt, fraction, now, sharesDone = 1) {
+export function estimateSecondsLeft(startedAt, fraction, now, shares = []) {
+  const sharesDone = shares.filter((share) => share.state === "done").length;
   if (sharesDone < 1 || fraction < 0.02 || fraction >= 1) return null;
-  const elapsed = (now - startedAt) / 1000;
-  return (elapsed * (1 - fraction)) / fraction;
+  const overall = (((now - startedAt) / 1000) * (1 - fraction)) / fraction;
+  const slowest = shares
+    .filter((share) => share.state === "running" && Number.isFinite(share.runningSince))
+    .map((share) => ({ done: shareFraction(share), elapsed: (now - share.runningSince) / 1000 }))
+    .filter(({ done }) => done >= 0.02 && done < 1)
+    .reduce((most, { done, elapsed }) => Math.max(most, (elapsed * (1 - done)) / done), 0);
+  return Math.max(overall, slowest);
 }
 
 export const MODE_LABELS = { "fan-out": "Fan-out", shares: "Shares", split: "Split batch" };
@@ -162,7 +170,8 @@ export function createProgressView({ store }) {
     bar.set(shareFraction(share));
     const { value, max, node } = share.progress ?? {};
     const nodeText = node !== undefined && node !== null ? `node ${node}` : null;
-    const stepText = share.state === "running" && max > 0 ? `step ${value}/${max}` : null;
+    // A node without steps (anything but a sampler) reports one; "step 0/1" would only look stuck.
+    const stepText = share.state === "running" && max > 1 ? `step ${value}/${max}` : null;
     const detail = share.state === "running" ? [nodeText, stepText].filter(Boolean).join(" · ") : SHARE_STATE_LABELS[share.state] ?? share.state;
     const range = describeBatch(share.batch);
     const notes = describeShareNotes(share, (participant) => store.participantName(participant));
@@ -200,8 +209,7 @@ export function createProgressView({ store }) {
     const gpus = describeDevices(participants, (participant) => store.deviceKind(participant));
     if (view.state === "running") {
       heading.textContent = `Running on ${gpus}`;
-      const done = view.shares.filter((share) => share.state === "done").length;
-      const left = estimateSecondsLeft(job.startedAt, view.fraction, store.now(), done);
+      const left = estimateSecondsLeft(job.startedAt, view.fraction, store.now(), view.shares);
       if (left !== null) eta.textContent = `About ${formatDuration(left)} left`;
       else eta.textContent = view.fraction >= 0.99 ? "Finishing…" : "Estimating time left…";
     } else if (view.state === "done") {
