@@ -67,3 +67,54 @@ def test_a_batch_of_frames_comes_back_as_a_batch_of_the_same_size(cluster: Clust
     frames = pictures(cluster, entry)
     assert [frame.shape for frame in frames] == [(96, 96, 3)] * 3
     assert np.abs(frames[0] - frames[1]).max() > 8  # each frame is its own picture
+
+
+def upscale_job(cluster: Cluster, entry: dict[str, Any]) -> dict[str, Any]:
+    """The tile job the master ran for a finished prompt."""
+    prompt_id = entry["prompt"][1]
+    status, body = cluster.master.get("/distributed/jobs")
+    assert status == 200, body
+    return next(job for job in body["jobs"] if job["mode"] == "upscale" and job["prompt_id"] == prompt_id)
+
+
+def run_afresh(cluster: Cluster, prompt: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    """Runs a prompt with the master's cache emptied first, so the upscale renders again."""
+    status, body = cluster.master.post("/free", {"free_memory": True})
+    assert status == 200, body
+    entry = cluster.run(prompt, timeout=timeout)
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{cluster.master.log_tail()}"
+    return entry
+
+
+def test_distributed_tiles_give_the_single_instance_picture(cluster: Cluster, checkpoint: str) -> None:
+    prompt = upscale_prompt(checkpoint, seed=9, width=96, height=96, upscale_by=2.0, prefix="alone")
+    cluster.registry([])
+    (alone,) = pictures(cluster, run_afresh(cluster, prompt))
+
+    cluster.use_workers("a", "stock")
+    prompt[OUTPUT_NODE]["inputs"]["filename_prefix"] = "together"
+    entry = run_afresh(cluster, prompt)
+    (together,) = pictures(cluster, entry)
+
+    job = upscale_job(cluster, entry)
+    assert job["state"] == "done" and len(job["tiles"]) == 9
+    assert {tile["state"] for tile in job["tiles"]} == {"done"}
+    assert {tile["participant"] for tile in job["tiles"]} & {"a", "stock"}, job["tiles"]  # workers rendered some
+    assert together.shape == alone.shape == (192, 192, 3)
+    assert np.abs(together - alone).max() <= 2
+
+
+def test_a_worker_without_the_checkpoint_is_named_and_its_tiles_go_elsewhere(cluster: Cluster, checkpoint: str,
+                                                                          spare_worker: Any) -> None:
+    spare = {"id": "spare", "name": "Worker spare", "type": "remote", "host": "127.0.0.1", "port": spare_worker.port}
+    cluster.registry([cluster.entry("a"), spare])
+    cluster.wait_online("a", "spare")
+    entry = run_afresh(cluster, upscale_prompt(checkpoint, seed=13, width=96, height=96, prefix="lacking"))
+
+    job = upscale_job(cluster, entry)
+    assert job["state"] == "done" and {tile["state"] for tile in job["tiles"]} == {"done"}
+    assert "spare" not in {tile["participant"] for tile in job["tiles"]}
+    attempts = [attempt for share in job["shares"] for attempt in share["attempts"]]
+    assert any("Worker spare" in attempt and checkpoint in attempt for attempt in attempts), attempts
+    (picture,) = pictures(cluster, entry)
+    assert picture.shape == (192, 192, 3)
