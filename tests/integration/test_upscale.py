@@ -18,6 +18,7 @@ from tests.fixtures.tiny_sd import (
     tiny_txt2img_prompt,
     write_tiny_checkpoint,
 )
+from tests.harness import wait_until
 from tests.integration.workflows import saved_images
 
 UPSCALE_NODE = "20"
@@ -118,3 +119,29 @@ def test_a_worker_without_the_checkpoint_is_named_and_its_tiles_go_elsewhere(clu
     assert any("Worker spare" in attempt and checkpoint in attempt for attempt in attempts), attempts
     (picture,) = pictures(cluster, entry)
     assert picture.shape == (192, 192, 3)
+
+
+def test_a_worker_killed_mid_run_loses_no_tile(cluster: Cluster, checkpoint: str, spare_worker: Any) -> None:
+    write_tiny_checkpoint(spare_worker.base_dir / "models")
+    spare = {"id": "spare", "name": "Worker spare", "type": "remote", "host": "127.0.0.1", "port": spare_worker.port}
+    cluster.registry([cluster.entry("a"), spare])
+    cluster.wait_online("a", "spare")
+    cluster.master.post("/free", {"free_memory": True})
+    prompt_id = cluster.master.queue_prompt(upscale_prompt(checkpoint, seed=17, width=128, height=128, prefix="killed"))
+
+    def spare_renders() -> bool:
+        jobs = cluster.master.get("/distributed/jobs")[1]["jobs"]
+        job = next((job for job in jobs if job["mode"] == "upscale" and job["prompt_id"] == prompt_id), None)
+        return job is not None and any(t["participant"] == "spare" and t["state"] == "running" for t in job["tiles"])
+
+    wait_until(spare_renders, 240, interval=0.1, message="a tile running on the spare worker")
+    spare_worker.kill()
+    entry = cluster.master.wait_history(prompt_id, 300)
+
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{cluster.master.log_tail()}"
+    job = upscale_job(cluster, entry)
+    assert len(job["tiles"]) == 16 and {tile["state"] for tile in job["tiles"]} == {"done"}
+    attempts = [attempt for share in job["shares"] for attempt in share["attempts"]]
+    assert any("Worker spare" in attempt for attempt in attempts), attempts
+    (picture,) = pictures(cluster, entry)
+    assert picture.shape == (256, 256, 3)
