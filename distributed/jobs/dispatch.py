@@ -681,9 +681,9 @@ class Dispatcher:
         job = self._jobs.get(job_id)
         if job is None:
             return
-        if not job.finished.is_set():
+        if not job.finished.is_set() and not job.queue.is_finished():
             await self.cancel(job_id, job.error or "the Distributed Upscale node ended before every tile was in")
-        job.results.clear()
+        job.results.clear()  # every tile in: the run loop, already woken, ends the job as done
 
     # --- bookkeeping ----------------------------------------------------------------------
 

@@ -100,3 +100,29 @@ async def test_a_failed_worker_is_named_and_its_tile_goes_to_the_master(tmp_path
     assert (await next_outcome(dispatcher, job_id)).finished
     (tile,) = dispatcher.job(job_id).snapshot()["shares"]  # type: ignore[union-attr]
     assert tile["participant"] == "master" and "Worker a" in tile["attempts"][0]
+
+
+async def test_a_job_whose_last_tile_the_master_rendered_ends_done_not_cancelled(tmp_path: Path) -> None:
+    dispatcher, _, _ = make_dispatcher(tmp_path, [])
+    job_id = await dispatcher.start_tiles(tile_plan(1))
+    outcome = await next_outcome(dispatcher, job_id)
+    dispatcher.deliver_tiles(job_id, outcome.render[0][0])
+    assert (await dispatcher.tile_outcome(job_id)).finished  # awaited in place: the run loop gets no turn
+
+    await dispatcher.end_tiles(job_id)  # at once, before the run loop had a turn
+    job = dispatcher.job(job_id)
+    assert job is not None
+    await asyncio.wait_for(job.finished.wait(), 5)
+    assert job.state.value == "done" and job.error is None
+
+
+async def test_ending_the_node_early_cancels_the_job_and_its_shares(tmp_path: Path) -> None:
+    dispatcher, runner, _ = make_dispatcher(tmp_path, ["a"], participate=False)
+    job_id = await dispatcher.start_tiles(tile_plan(2))
+    await wait_until_async(lambda: len(runner.live()) == 2, 5, message="both tiles on worker a")
+
+    await dispatcher.end_tiles(job_id)
+
+    job = dispatcher.job(job_id)
+    assert job is not None and job.state.value == "failed" and "ended before every tile" in (job.error or "")
+    await wait_until_async(lambda: all(call.cancelled for call in runner.calls), 5, message="the worker's shares cancelled")
