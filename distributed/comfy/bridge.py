@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..jobs.dispatch import Dispatcher
-from ..jobs.outcomes import CollectorOutcome, JobProgress
+from ..jobs.outcomes import CollectorOutcome, JobProgress, TileOutcome
 from ..jobs.routed import QueuedPrompt, RoutedOutcome
 from ..jobs.router import PromptRouter
+from ..jobs.upscale_plan import TilePlan
 from ..shares import ShareOutput, ShareProgress
 
 T = TypeVar("T")
@@ -94,6 +95,32 @@ class JobBridge:
     def release_job(self, job_id: str, collector_id: str) -> None:
         """The collector has its images: the job may drop them."""
         self._loop.call_soon_threadsafe(self._dispatcher.release, job_id, collector_id)
+
+    # --- the Distributed Upscale ------------------------------------------------------------------
+
+    def tile_workers(self, is_interrupted: Callable[[], bool]) -> int:
+        """How many enabled workers answer now: with none, the upscale renders every tile here."""
+        return run_on_loop(self._loop, self._dispatcher.tile_workers(), is_interrupted)
+
+    def start_tiles(self, plan: TilePlan, prompt_id: str | None, is_interrupted: Callable[[], bool]) -> str:
+        """Starts handing the plan's tiles out; returns the job id. `plan` is immutable."""
+        return run_on_loop(self._loop, self._dispatcher.start_tiles(plan, prompt_id), is_interrupted)
+
+    def tile_outcome(self, job_id: str, is_interrupted: Callable[[], bool], on_tick: Callable[[], None]) -> TileOutcome:
+        """Waits for the upscale's next step: tiles that came in, tiles to render here, or the end."""
+        return run_on_loop(self._loop, self._dispatcher.tile_outcome(job_id), is_interrupted, on_tick)
+
+    def deliver_tiles(self, job_id: str, share_index: int, is_interrupted: Callable[[], bool]) -> None:
+        """The master rendered and blended a share of tiles itself."""
+
+        async def deliver() -> None:
+            self._dispatcher.deliver_tiles(job_id, share_index)
+
+        run_on_loop(self._loop, deliver(), is_interrupted)
+
+    def end_tiles(self, job_id: str) -> None:
+        """The upscale node is done with its job (whatever the outcome); never waits."""
+        asyncio.run_coroutine_threadsafe(self._dispatcher.end_tiles(job_id), self._loop)
 
     # --- the distributed queue, when the master does not render its prompts ----------------------
 

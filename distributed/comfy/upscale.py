@@ -10,22 +10,34 @@ noise comes from its own seed, and every participant runs the same stock img2img
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+from pathlib import Path
 from typing import Any
 
 import comfy.model_management
 import comfy.samplers
 import comfy.utils
+import folder_paths
 import nodes as comfy_nodes
 import numpy as np
 import torch
+from PIL import Image
 
+from ..errors import DistributedError
 from ..jobs.tiles import Canvas, Tile, crop, pad_to_cells, tile_grid, tile_seed
+from ..jobs.upscale_plan import PlannedTile, TilePlan, upscale_template
+from .bridge import Interrupted, JobBridge, bound
+from .collectors import interrupted
+from .result_sink import comfy_prompt_id
 
 logger = logging.getLogger(__name__)
 
 MAX_SIDE = 16384
 """The largest side an enlarged frame may have."""
+TILE_FOLDER = "distributed_tiles"
+"""Where, in the master's input folder, tiles wait as PNGs for the workers to get them."""
 
 
 class DistributedUpscale:
@@ -77,17 +89,96 @@ class DistributedUpscale:
         if not 1 <= height <= MAX_SIDE or not 1 <= width <= MAX_SIDE:
             raise ValueError(f"Distributed Upscale: {width}x{height} is outside 1..{MAX_SIDE} pixels a side")
         frames = enlarge(image, width, height, upscale_model)
-        blur = min(mask_blur, tile_padding)
         tiles = [tile for frame in range(frames.shape[0])
                  for tile in tile_grid(width, height, tile_width, tile_height, tile_padding, frame)]
-        canvases = [Canvas(height, width, frames.shape[3], blur) for _ in range(frames.shape[0])]
+        blender = Blender(tiles, [Canvas(height, width, frames.shape[3], min(mask_blur, tile_padding)) for _ in range(frames.shape[0])],
+                          comfy.utils.ProgressBar(len(tiles), node_id=unique_id))
         renderer = TileRenderer(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise, tiled_decode)
-        progress = comfy.utils.ProgressBar(len(tiles), node_id=unique_id)
-        for done, tile in enumerate(tiles, start=1):
-            comfy.model_management.throw_exception_if_processing_interrupted()
-            canvases[tile.frame].add(tile, renderer.render(frames[tile.frame], tile))
-            progress.update_absolute(done, len(tiles))
-        return (torch.from_numpy(np.stack([canvas.result() for canvas in canvases])),)
+        bridge = bound()
+        try:
+            if bridge is not None and prompt and unique_id is not None and bridge.tile_workers(interrupted) > 0:
+                distribute(bridge, prompt, str(unique_id), seed, frames, tiles, blender, renderer)
+            else:
+                for index, tile in enumerate(tiles):
+                    comfy.model_management.throw_exception_if_processing_interrupted()
+                    blender.add(index, renderer.render(frames[tile.frame], tile))
+        except Interrupted:
+            raise comfy.model_management.InterruptProcessingException() from None
+        except DistributedError as error:
+            raise RuntimeError(f"Distributed Upscale: {error}") from None
+        return (torch.from_numpy(blender.result()),)
+
+
+class Blender:
+    """The frames being put together: each tile is blended once, whoever rendered it."""
+
+    def __init__(self, tiles: list[Tile], canvases: list[Canvas], progress: Any) -> None:
+        self._tiles = tiles
+        self._canvases = canvases
+        self._progress = progress
+        self._done: set[int] = set()
+
+    def add(self, index: int, pixels: np.ndarray) -> None:
+        """Tile `index` rendered: [h, w, C] at least its region's size (a worker's comes padded to latent cells)."""
+        if index in self._done:
+            return  # a copy of it came in already: a tile is never counted twice
+        tile = self._tiles[index]
+        self._canvases[tile.frame].add(tile, pixels[: tile.region.height, : tile.region.width])
+        self._done.add(index)
+        self._progress.update_absolute(len(self._done), len(self._tiles))
+
+    def result(self) -> np.ndarray:
+        missing = [self._tiles[i].name for i in range(len(self._tiles)) if i not in self._done]
+        if missing:
+            raise RuntimeError(f"Distributed Upscale: {', '.join(missing[:5])} never came in; nothing is blended with a hole")
+        return np.stack([canvas.result() for canvas in self._canvases])
+
+
+def distribute(bridge: JobBridge, prompt: dict, node_id: str, seed: int, frames: np.ndarray, tiles: list[Tile], blender: Blender,
+               renderer: TileRenderer) -> None:
+    """Renders the tiles with every participant: each tile's pixels are written as a PNG in the
+    master's input folder (uploaded to each worker once, by content), the tiles are handed out by the
+    dispatcher, and this thread blends what comes in and renders what the dispatcher gives the master."""
+    template = upscale_template(prompt, node_id)
+    folder = Path(folder_paths.get_input_directory()) / TILE_FOLDER
+    written: set[Path] = set()
+    try:
+        planned = []
+        for tile in tiles:
+            pixels = pad_to_cells(crop(frames[tile.frame], tile.region))
+            path = write_tile(folder, pixels)
+            written.add(path)
+            planned.append(PlannedTile(tile, f"{TILE_FOLDER}/{path.name}", tile_seed(seed, tile), pixels.shape[0], pixels.shape[1]))
+        job_id = bridge.start_tiles(TilePlan(template, tuple(planned), node_id), comfy_prompt_id(), interrupted)
+        try:
+            while True:
+                outcome = bridge.tile_outcome(job_id, interrupted, lambda: None)
+                for index, pixels in outcome.delivered:
+                    blender.add(index, pixels)
+                for share_index, indices in outcome.render:
+                    for index in indices:
+                        comfy.model_management.throw_exception_if_processing_interrupted()
+                        blender.add(index, renderer.render(frames[tiles[index].frame], tiles[index]))
+                    bridge.deliver_tiles(job_id, share_index, interrupted)
+                if outcome.finished:
+                    return
+        finally:
+            bridge.end_tiles(job_id)
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+
+
+def write_tile(folder: Path, pixels: np.ndarray) -> Path:
+    """The tile's pixels (already quantised to 8 bits) as a PNG named by its content; written once."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(pixels[:, :, :3] * 255.0).astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
+    data = buffer.getvalue()
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return path
 
 
 def enlarge(image: torch.Tensor, width: int, height: int, upscale_model: Any) -> np.ndarray:

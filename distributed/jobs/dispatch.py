@@ -17,7 +17,10 @@ The life of a job:
    stalls, sends garbage) gives its shares back for another participant and is named in a
    `share_reassigned` event. A worker lagging far behind its speed gets a backup copy of its share
    started on an idle worker (`scheduler.backups_now`); the first copy delivered wins.
-4. The job is done when every share is in and the master's own share is done; each collector gets
+4. A tile job (`start_tiles`, a Distributed Upscale executing on the master) runs through the same
+   loop: its shares are groups of tiles, its plan a `TilePlan`, and the master's thread takes
+   tiles while it waits in `tile_outcome`, as a collector takes shares.
+5. The job is done when every share is in and the master's own share is done; each collector gets
    its `CollectorOutcome` as soon as every share has its output. With no participant able to take a
    share for `assign_timeout` and a master that only orchestrates, the job fails with an error
    naming every worker that tried and why.
@@ -45,7 +48,7 @@ from .collect import ordered_parts
 from .contracts import Clock, MasterQueue, ShareRunning, WorkerAvailability
 from .fallback import fallback_graph
 from .job import MASTER, Job, JobState, MasterShareState
-from .outcomes import CollectorOutcome, JobProgress, MasterFallback, ProgressBoard
+from .outcomes import CollectorOutcome, JobProgress, MasterFallback, ProgressBoard, TileOutcome
 from .plan import plan, split_batch
 from .scheduler import (
     WINDOW,
@@ -60,6 +63,7 @@ from .scheduler import (
 )
 from .sizes import mismatched
 from .speed import SpeedModel
+from .upscale_plan import TilePlan, group_size, tile_groups
 
 logger = logging.getLogger(__name__)
 
@@ -312,8 +316,8 @@ class Dispatcher:
             await asyncio.gather(job.task, return_exceptions=True)
         self._finish(job, JobState.FAILED)
 
-    async def _available_workers(self, job: Job, enabled: list[WorkerConfig]) -> list[WorkerConfig]:
-        """Enabled workers that answer now; the others are skipped and named."""
+    async def _probe(self, enabled: list[WorkerConfig]) -> None:
+        """Checks, for up to PROBE_AT_START_SECONDS, the enabled workers not known to answer."""
         unsure = [w for w in enabled if not self._health.status(w.id).state.answers]
         if unsure:
             checks = [asyncio.ensure_future(self._health.check(w)) for w in unsure]
@@ -322,6 +326,10 @@ class Dispatcher:
             finally:
                 for check in checks:
                     check.cancel()
+
+    async def _available_workers(self, job: Job, enabled: list[WorkerConfig]) -> list[WorkerConfig]:
+        """Enabled workers that answer now; the others are skipped and named."""
+        await self._probe(enabled)
         available = []
         for worker in enabled:
             status = self._health.status(worker.id)
@@ -581,9 +589,12 @@ class Dispatcher:
                 task.cancel()
 
     def _failure_message(self, job: Job, timeout: float) -> str:
-        indices = [s.index for s in job.queue.pending()]
+        pending = job.queue.pending()
         tried = list(job.queue.excluded.values())
         cause = "; ".join(tried) if tried else "no worker was online"
+        if isinstance(job.plan, TilePlan):
+            return f"{job.plan.describe(pending)} could not be rendered anywhere within {timeout:.0f}s: {cause}"
+        indices = [s.index for s in pending]
         return f"share(s) {', '.join(map(str, indices))} could not be delivered within {timeout:.0f}s: {cause}"
 
     def _name(self, participant: str) -> str:
@@ -591,6 +602,103 @@ class Dispatcher:
             return "the master"
         worker = self._registry.snapshot().worker(participant)
         return worker.name if worker is not None else participant
+
+    # --- tiles: a Distributed Upscale ---------------------------------------------------------
+
+    async def tile_workers(self) -> int:
+        """How many enabled workers answer now (checking the unsure ones): none, and the upscale node
+        renders every tile itself without a job."""
+        enabled = [w for w in self._registry.snapshot().workers if w.enabled]
+        await self._probe(enabled)
+        return sum(1 for w in enabled if self._health.status(w.id).state.answers)
+
+    async def start_tiles(self, plan: TilePlan, prompt_id: str | None = None) -> str:
+        """Starts a tile job: the tiles, grouped into shares, go to whoever frees up first; the master
+        takes some while its thread waits in `tile_outcome` (when it participates)."""
+        job = Job(uuid.uuid4().hex, plan, prompt_id=prompt_id, state=JobState.STARTING)
+        job.registered_at = job.started_at = self._clock()
+        job.seen_queued = True
+        self._jobs[job.job_id] = job
+        self.sweep()
+        try:
+            config = self._registry.snapshot()
+            workers = await self._available_workers(job, [w for w in config.workers if w.enabled])
+        except asyncio.CancelledError:
+            job.error = "interrupted on the master"
+            self._finish(job, JobState.FAILED)
+            raise
+        job.master_takes_part = config.master.participate
+        job.master_state = MasterShareState.NONE
+        participants = [w.id for w in workers] + ([MASTER] if job.master_takes_part else [])
+        known = self.speeds.estimates(plan.workflow_key, participants) if self.speeds.has_basis(plan.workflow_key) else {}
+        size = group_size(min(known.values(), default=None), len(plan.tiles), len(participants))
+        job.queue = ShareQueue([Share(index, batch=group) for index, group in enumerate(tile_groups(len(plan.tiles), size))])
+        job.state = JobState.RUNNING
+        takers = ", ".join([w.name for w in workers] + (["the master"] if job.master_takes_part else [])) or "nobody"
+        logger.info("Job %s: %d tile(s) of upscale node %s in %d share(s) of %d, to whoever frees up first among %s",
+                    job.job_id, len(plan.tiles), plan.node_id, len(job.queue.shares), size, takers)
+        job.task = asyncio.ensure_future(self._run(job))
+        self._publish(job)
+        return job.job_id
+
+    async def tile_outcome(self, job_id: str) -> TileOutcome:
+        """The upscale node's next step: tiles that came in (handed over), shares for the master to
+        render, or the end. The master's thread waits here, idle, so the run loop may hand it a share.
+        Cancelled (an interrupt), the job is cancelled too."""
+        job = self._require(job_id)
+        plan = job.plan
+        assert isinstance(plan, TilePlan)
+        try:
+            while True:
+                if job.state == JobState.FAILED:
+                    raise JobFailed(job.error or "distributed upscale failed")
+                delivered = []
+                for index in sorted(job.results):
+                    outputs = job.results.pop(index)
+                    delivered += [(i, outputs[plan.key(i)][0]) for i in plan.indices(job.queue.shares[index].batch)]
+                mine = tuple((share.index, tuple(plan.indices(share.batch))) for share in job.queue.shares.values()
+                             if share.state == ShareState.RUNNING and share.run_of(MASTER) is not None)
+                finished = job.queue.is_finished()
+                if delivered or mine or finished:
+                    return TileOutcome(tuple(delivered), mine, finished)
+                job.master_idle = True
+                job.changed.notify()
+                try:
+                    await job.changed.wait(self._tick)
+                finally:
+                    job.master_idle = False
+        except asyncio.CancelledError:
+            await self.cancel(job.job_id, "interrupted on the master")
+            raise
+
+    def deliver_tiles(self, job_id: str, index: int) -> None:
+        """The master rendered (and blended) share `index` itself. A copy that another participant
+        delivered first is dropped, so no tile is blended twice."""
+        job = self._require(job_id)
+        share = job.queue.shares.get(index)
+        run = share.run_of(MASTER) if share is not None else None
+        if share is None:
+            return
+        job.results.pop(index, None)  # what a copy elsewhere brought: the master blended its own
+        if run is None:
+            return
+        job.queue.deliver(share, run)
+        now = self._clock()
+        self.speeds.observe(job.plan.workflow_key, MASTER, now - (run.started_at or run.claimed_at), share.units, warm=True)
+        self._free_since[MASTER] = now
+        logger.info("Job %s: share %d (%d tile(s)) rendered by the master", job.job_id, index, share.units)
+        self._publish(job)
+        job.changed.notify()
+
+    async def end_tiles(self, job_id: str) -> None:
+        """The upscale node is done with the job (finished, failed or interrupted): a job still
+        running is cancelled, and nothing it holds is kept."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        if not job.finished.is_set() and not job.queue.is_finished():
+            await self.cancel(job_id, job.error or "the Distributed Upscale node ended before every tile was in")
+        job.results.clear()  # every tile in: the run loop, already woken, ends the job as done
 
     # --- bookkeeping ----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from .dispatch import Dispatcher
 from .plan import JOB_INPUT, has_collector, is_collector, slice_latents
 from .routed import image_outputs
 from .router import PromptRouter
+from .upscale_plan import UPSCALE_CLASS
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class PromptHook:
     def _route_whole(self, json_data: dict[str, Any], prompt: dict[str, Any]) -> dict[str, Any]:
         """Distributed queue: the prompt is queued as sent; the router runs it where a GPU is free."""
         if not self._registry.snapshot().settings.distributed_queue:
+            return json_data
+        if any(isinstance(node, dict) and node.get("class_type") == UPSCALE_CLASS for node in prompt.values()):
+            logger.info("Distributed queue: a prompt with a Distributed Upscale runs on the master, which hands its tiles out")
             return json_data
         outputs = image_outputs(prompt, self._is_output_node)
         if outputs is None:

@@ -16,6 +16,7 @@ from typing import Any
 from ..shares import BatchSlice, Share, ShareOutput, ShareProgress
 from .plan import Plan
 from .scheduler import ShareQueue
+from .upscale_plan import TilePlan
 
 MASTER = "master"
 """The participant id of the master itself."""
@@ -41,7 +42,9 @@ class MasterShareState(enum.StrEnum):
     """The master renders no share of this job (it only orchestrates, or split mode left it none)."""
 
 
-def _mode(plan: Plan | None) -> str:
+def _mode(plan: Plan | TilePlan | None) -> str:
+    if isinstance(plan, TilePlan):
+        return "upscale"
     if plan is not None and plan.split:
         return "split"
     return "shares" if plan is not None and plan.shares else "fan-out"
@@ -71,7 +74,8 @@ class Job:
     """One prompt's distributed work and, once done, its results."""
 
     job_id: str
-    plan: Plan | None
+    plan: Plan | TilePlan | None
+    """A collector job's plan, or a Distributed Upscale's tiles."""
     prompt_id: str | None = None
     error: str | None = None
     state: JobState = JobState.REGISTERED
@@ -126,9 +130,12 @@ class Job:
         ] if self.master_renders else []
         shares += [_share_view(s) for s in sorted(self.queue.shares.values(), key=lambda s: s.index)]
         duration = None if self.started_at is None or self.finished_at is None else round(self.finished_at - self.started_at, 3)
-        return {"job_id": self.job_id, "prompt_id": self.prompt_id, "state": self.state.value, "error": self.error,
+        view = {"job_id": self.job_id, "prompt_id": self.prompt_id, "state": self.state.value, "error": self.error,
                 "mode": _mode(self.plan), "created_at": self.created_at, "duration_s": duration,
                 "collectors": list(self.plan.collector_ids) if self.plan else [], "shares": shares}
+        if isinstance(self.plan, TilePlan):
+            view["tiles"] = self.plan.tile_map(self.queue.shares.values())
+        return view
 
 
 def _share_view(share: Share) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..graph import Prompt
 from ..shares import BatchSlice, ShareOutput
 
@@ -41,6 +43,21 @@ class CollectorOutcome:
     """Set when shares are left to the master: the collector expands into this instead of joining."""
     master_part: Any = None
     """The master's own share 0 output, when it was held during a fallback (see Job.held_master_parts)."""
+
+
+@dataclass(frozen=True)
+class TileOutcome:
+    """What the Distributed Upscale node does next: blend tiles that came in, render tiles itself, or finish.
+
+    The delivered arrays are handed over: the loop no longer holds them once this is built.
+    """
+
+    delivered: tuple[tuple[int, np.ndarray], ...] = ()
+    """(tile index, rendered pixels [h, w, C] at the tile's padded size) of tiles workers delivered."""
+    render: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    """(share index, its tile indices) of shares the master renders now, then hands in with `deliver_tiles`."""
+    finished: bool = False
+    """Every tile is in: nothing more will come."""
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,29 @@ chain: LoadImage (the tile, uploaded as an input file) -> VAEEncode -> KSampler 
 seed) -> VAEDecode (or VAEDecodeTiled) -> PreviewImage. Several tiles may travel in one prompt; each
 chain ends in its own output node, named after the tile, so the results come back per tile.
 
+A `TilePlan` is what the dispatcher runs for one upscale: every tile of every frame, with the input
+file holding its pixels and its seed. Its shares are groups of consecutive tiles (`group_size`):
+a share's `BatchSlice` is a range of the plan's tile list, and its units are tiles, so the speed
+model learns seconds per tile whatever the grouping.
+
 Pure: the user's prompt is never changed; every graph returned is new.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import graph
 from ..errors import PlanError
 from ..graph import Prompt
+from ..shares import BatchSlice, Share, ShareState, ShareWork
+from .tiles import Tile
 
 UPSCALE_CLASS = "DistributedUpscale"
 SHARED_INPUTS = ("model", "positive", "negative", "vae")
@@ -26,6 +37,12 @@ SHARED_INPUTS = ("model", "positive", "negative", "vae")
 SAMPLER_SETTINGS = ("steps", "cfg", "sampler_name", "scheduler", "denoise")
 OUTPUT_CLASS = "PreviewImage"
 TILED_DECODE = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
+TARGET_SHARE_SECONDS = 3.0
+"""A worker prompt should hold about this much tile work on the fastest participant: enough to
+hide the per-prompt overhead (queue, upload, fetch), short enough to keep the end balanced."""
+SHARES_PER_PARTICIPANT = 4
+"""Grouping never leaves fewer than this many shares per participant, so a slow one still gets a
+fair part and the last shares can go to whoever is free."""
 
 
 @dataclass(frozen=True)
@@ -96,3 +113,94 @@ def upscale_template(prompt: Prompt, node_id: str) -> UpscaleTemplate:
             raise PlanError(f"Distributed Upscale (node {node_id}) '{name}' comes from another node; give it a value on the node")
         settings[name] = value
     return UpscaleTemplate(upstream, links, settings, bool(inputs.get("tiled_decode", False)))
+
+
+@dataclass(frozen=True)
+class PlannedTile:
+    """One tile as the master planned it: where its pixels are and how it is seeded."""
+
+    tile: Tile
+    image: str
+    """Its pixels (the region, padded to whole latent cells) as a PNG, relative to the master's input folder."""
+    seed: int
+    height: int
+    width: int
+    """The padded size of `image`: what a worker's VAEDecode gives back."""
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles of one Distributed Upscale, as the dispatcher hands them out."""
+
+    template: UpscaleTemplate
+    tiles: tuple[PlannedTile, ...]
+    node_id: str
+    """The upscale node in the master's prompt (for messages)."""
+
+    collector_ids: tuple[str, ...] = ()
+    """A tile job has no collector: its results are checked by `ShareWork.image_sizes` instead."""
+    audio_collectors: tuple[str, ...] = ()
+    split: bool = False
+
+    @functools.cached_property
+    def workflow_key(self) -> str:
+        """The work of one tile whatever its seed, position and pixels: the speed model learns per key."""
+        sizes = sorted({(tile.height, tile.width) for tile in self.tiles})
+        body = {"upstream": self.template.upstream, "links": self.template.links, "settings": self.template.settings,
+                "tiled_decode": self.template.tiled_decode, "size": sizes[-1] if sizes else None}
+        return "tiles-" + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+    @functools.cached_property
+    def shared_nodes(self) -> frozenset[str]:
+        """The upstream graph (loaders, prompt encoders): a worker that took it from its cache ran warm."""
+        return frozenset(self.template.upstream)
+
+    @staticmethod
+    def key(tile_index: int) -> str:
+        """The output node of tile `tile_index` in a worker prompt, and the name of its result."""
+        return f"tile{tile_index}"
+
+    def indices(self, batch: BatchSlice | None) -> range:
+        """The plan's tiles a share renders."""
+        return range(batch.start, batch.start + batch.length) if batch is not None else range(len(self.tiles))
+
+    def share_work(self, index: int, batch: BatchSlice | None, expected_shapes: dict[str, tuple[int, ...]] | None = None) -> ShareWork:
+        """A worker prompt rendering the share's tiles, each result checked against its tile's size."""
+        chosen = self.indices(batch)
+        requests = [TileRequest(self.key(i), self.tiles[i].image, self.tiles[i].seed) for i in chosen]
+        sizes = {self.key(i): (self.tiles[i].height, self.tiles[i].width, 3) for i in chosen}
+        return ShareWork(self.template.tile_prompt(requests), tuple(sizes), max_images=1, image_sizes=sizes)
+
+    def describe(self, shares: Iterable[Share]) -> str:
+        """The tiles of `shares`, for people: "frame 0 tile (0, 1), frame 0 tile (0, 2)"."""
+        return ", ".join(self.tiles[i].tile.name for share in shares for i in self.indices(share.batch))
+
+    def tile_map(self, shares: Iterable[Share]) -> list[dict[str, Any]]:
+        """Per tile: its frame and rectangle (the part of the output it owns), its state and participant."""
+        view: list[dict[str, Any]] = []
+        for share in sorted(shares, key=lambda s: s.index):
+            state = "pending" if share.state == ShareState.PENDING else share.state.value
+            for i in self.indices(share.batch):
+                core = self.tiles[i].tile.core
+                view.append({"tile": i, "frame": self.tiles[i].tile.frame, "x": core.x0, "y": core.y0, "width": core.width,
+                             "height": core.height, "share": share.index, "state": state, "participant": share.participant})
+        return sorted(view, key=lambda entry: entry["tile"])
+
+
+def group_size(seconds_per_tile: float | None, tiles: int, participants: int) -> int:
+    """How many tiles travel in one share.
+
+    Unmeasured, one tile per share (the first shares measure everyone). Measured, about
+    TARGET_SHARE_SECONDS of work on the fastest participant, but never so many that fewer than
+    SHARES_PER_PARTICIPANT shares per participant remain.
+    """
+    if seconds_per_tile is None or seconds_per_tile <= 0:
+        return 1
+    wanted = max(1, math.floor(TARGET_SHARE_SECONDS / seconds_per_tile))
+    ceiling = max(1, tiles // (SHARES_PER_PARTICIPANT * max(participants, 1)))
+    return min(wanted, ceiling)
+
+
+def tile_groups(tiles: int, size: int) -> list[BatchSlice]:
+    """Consecutive tiles, `size` per share (the last share may hold fewer)."""
+    return [BatchSlice(start, min(size, tiles - start)) for start in range(0, tiles, max(size, 1))]

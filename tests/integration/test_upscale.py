@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import Cluster
+from tests.conftest import OUTPUT_ROOT, Cluster
 from tests.fixtures.tiny_sd import (
     CHECKPOINT_NODE,
     DECODE_NODE,
@@ -18,6 +20,7 @@ from tests.fixtures.tiny_sd import (
     tiny_txt2img_prompt,
     write_tiny_checkpoint,
 )
+from tests.harness import ComfyInstance, reset_dir, wait_until
 from tests.integration.workflows import saved_images
 
 UPSCALE_NODE = "20"
@@ -67,3 +70,115 @@ def test_a_batch_of_frames_comes_back_as_a_batch_of_the_same_size(cluster: Clust
     frames = pictures(cluster, entry)
     assert [frame.shape for frame in frames] == [(96, 96, 3)] * 3
     assert np.abs(frames[0] - frames[1]).max() > 8  # each frame is its own picture
+
+
+def upscale_job(cluster: Cluster, entry: dict[str, Any]) -> dict[str, Any]:
+    """The tile job the master ran for a finished prompt."""
+    prompt_id = entry["prompt"][1]
+    status, body = cluster.master.get("/distributed/jobs")
+    assert status == 200, body
+    return next(job for job in body["jobs"] if job["mode"] == "upscale" and job["prompt_id"] == prompt_id)
+
+
+def run_afresh(cluster: Cluster, prompt: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    """Runs a prompt with the master's cache emptied first, so the upscale renders again.
+
+    ComfyUI empties its cache between two queue items, so a cheap prompt goes first: once it is
+    done, the cache is emptied before the next item, whichever of the two its thread saw first.
+    """
+    status, body = cluster.master.post("/free", {"free_memory": True})
+    assert status == 200, body
+    cluster.run({"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                 "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}})
+    entry = cluster.run(prompt, timeout=timeout)
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{cluster.master.log_tail()}"
+    return entry
+
+
+def test_distributed_tiles_give_the_single_instance_picture(cluster: Cluster, checkpoint: str) -> None:
+    prompt = upscale_prompt(checkpoint, seed=9, width=96, height=96, upscale_by=2.0, prefix="alone")
+    cluster.registry([])
+    (alone,) = pictures(cluster, run_afresh(cluster, prompt))
+
+    cluster.use_workers("a", "stock")
+    prompt[OUTPUT_NODE]["inputs"]["filename_prefix"] = "together"
+    entry = run_afresh(cluster, prompt)
+    (together,) = pictures(cluster, entry)
+
+    job = upscale_job(cluster, entry)
+    assert job["state"] == "done" and len(job["tiles"]) == 9
+    assert {tile["state"] for tile in job["tiles"]} == {"done"}
+    assert {tile["participant"] for tile in job["tiles"]} & {"a", "stock"}, job["tiles"]  # workers rendered some
+    assert together.shape == alone.shape == (192, 192, 3)
+    assert np.abs(together - alone).max() <= 2
+
+
+def test_a_worker_without_the_checkpoint_is_named_and_its_tiles_go_elsewhere(cluster: Cluster, checkpoint: str,
+                                                                          spare_worker: Any) -> None:
+    spare = {"id": "spare", "name": "Worker spare", "type": "remote", "host": "127.0.0.1", "port": spare_worker.port}
+    cluster.registry([cluster.entry("a"), spare])
+    cluster.wait_online("a", "spare")
+    entry = run_afresh(cluster, upscale_prompt(checkpoint, seed=13, width=96, height=96, prefix="lacking"))
+
+    job = upscale_job(cluster, entry)
+    assert job["state"] == "done" and {tile["state"] for tile in job["tiles"]} == {"done"}
+    assert "spare" not in {tile["participant"] for tile in job["tiles"]}
+    attempts = [attempt for share in job["shares"] for attempt in share["attempts"]]
+    assert any("Worker spare" in attempt and checkpoint in attempt for attempt in attempts), attempts
+    (picture,) = pictures(cluster, entry)
+    assert picture.shape == (192, 192, 3)
+
+
+def test_a_worker_killed_mid_run_loses_no_tile(cluster: Cluster, checkpoint: str, spare_worker: Any) -> None:
+    write_tiny_checkpoint(spare_worker.base_dir / "models")
+    spare = {"id": "spare", "name": "Worker spare", "type": "remote", "host": "127.0.0.1", "port": spare_worker.port}
+    cluster.registry([cluster.entry("a"), spare])
+    cluster.wait_online("a", "spare")
+    prompt_id = cluster.master.queue_prompt(upscale_prompt(checkpoint, seed=17, width=128, height=128, prefix="killed"))
+
+    def spare_renders() -> bool:
+        jobs = cluster.master.get("/distributed/jobs")[1]["jobs"]
+        job = next((job for job in jobs if job["mode"] == "upscale" and job["prompt_id"] == prompt_id), None)
+        return job is not None and any(t["participant"] == "spare" and t["state"] == "running" for t in job["tiles"])
+
+    wait_until(spare_renders, 240, interval=0.1, message="a tile running on the spare worker")
+    spare_worker.kill()
+    entry = cluster.master.wait_history(prompt_id, 300)
+
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{cluster.master.log_tail()}"
+    job = upscale_job(cluster, entry)
+    assert len(job["tiles"]) == 16 and {tile["state"] for tile in job["tiles"]} == {"done"}
+    attempts = [attempt for share in job["shares"] for attempt in share["attempts"]]
+    assert any("Worker spare" in attempt for attempt in attempts), attempts
+    (picture,) = pictures(cluster, entry)
+    assert picture.shape == (256, 256, 3)
+
+
+@pytest.fixture
+def extension_worker(checkpoint: str) -> Iterator[ComfyInstance]:
+    """A worker that runs this extension too (its tiles come back on the fast path)."""
+    worker = ComfyInstance("worker-extension", reset_dir(OUTPUT_ROOT / f"extension-{time.monotonic_ns()}"), with_extension=True)
+    write_tiny_checkpoint(worker.base_dir / "models")
+    worker.start()
+    try:
+        yield worker.wait_ready()
+    finally:
+        worker.stop()
+
+
+def test_a_stock_worker_and_an_extension_worker_render_tiles_of_one_picture(cluster: Cluster, checkpoint: str,
+                                                                          extension_worker: ComfyInstance) -> None:
+    prompt = upscale_prompt(checkpoint, seed=21, width=96, height=96, prefix="mixed-alone")
+    cluster.registry([])
+    (alone,) = pictures(cluster, run_afresh(cluster, prompt))
+
+    extension = {"id": "extension", "name": "Worker extension", "type": "remote", "host": "127.0.0.1", "port": extension_worker.port}
+    cluster.registry([cluster.entry("stock"), extension], participate=False)
+    cluster.wait_online("stock", "extension")
+    prompt[OUTPUT_NODE]["inputs"]["filename_prefix"] = "mixed-together"
+    entry = run_afresh(cluster, prompt)
+    (together,) = pictures(cluster, entry)
+
+    job = upscale_job(cluster, entry)
+    assert {tile["participant"] for tile in job["tiles"]} == {"stock", "extension"}, job["tiles"]
+    assert np.abs(together - alone).max() <= 2

@@ -376,3 +376,14 @@ def test_a_prompt_whose_outputs_are_not_all_images_saved_as_named_is_not_routed(
     answers = [hook({"prompt": prompt}) for prompt in (text, linked_prefix)]
 
     assert router.runs() == [] and all("prompt_id" not in answer for answer in answers)
+
+
+def test_a_prompt_with_a_distributed_upscale_runs_on_the_master_which_hands_its_tiles_out(tmp_path: Path) -> None:
+    router = PromptRouter(Registry(tmp_path / "workers.json"), Health(), FakeRunner(), FakeComfyQueue())
+    prompt = whole_prompt(4)
+    prompt["3"] = {"class_type": "DistributedUpscale", "inputs": {"image": ["1", 0]}}
+    prompt["2"]["inputs"]["images"] = ["3", 0]
+
+    answer = _hook(tmp_path, router)({"prompt": prompt})
+
+    assert router.runs() == [] and "prompt_id" not in answer
