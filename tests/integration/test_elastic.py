@@ -161,7 +161,7 @@ def test_queued_prompts_that_wait_grow_the_pool_to_its_max_and_run_on_its_member
         entries = [master.wait_history(first, 180), master.wait_history(second, 180)]
 
         assert [e["status"]["status_str"] for e in entries] == ["success", "success"]
-        assert [e["outputs"]["distributed_queue"]["distributed_worker"][0] for e in entries] == [member["id"], member["id"]]
+        assert [e["meta"]["3"]["distributed_worker"] for e in entries] == [member["name"], member["name"]]
         assert [[read_stamp(p) for p in saved_images(e, master.output_dir)] for e in entries] == [[(101, 0)], [(102, 0)]]
         assert pool.view()["starts_last_10min"] == 1
         assert [line for line in events(members_dir) if line.startswith("start")] == [f"start {member['id']} ok"]
