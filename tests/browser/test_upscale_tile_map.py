@@ -136,3 +136,20 @@ def save_screenshot(page: Page, frontend: Frontend, tmp_path_factory: pytest.Tem
     SHOTS_COPY_DIR.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, SHOTS_COPY_DIR / path.name)
     return path
+
+
+def test_with_several_frames_the_map_shows_the_first_unfinished_frame_and_ends_on_the_last(page: Page, master: ComfyInstance) -> None:
+    wait_until(lambda: worker_online(master), 60, message="the worker to be online")
+    panel = open_distributed_tab(page)
+    checkpoint = write_tiny_checkpoint(master.base_dir / "models")
+    # Three frames of 96x96, four 64 px tiles each (tests/integration/test_upscale.py's clip).
+    prompt_id = master.queue_prompt(upscale_prompt(checkpoint, seed=next(SEEDS), batch_size=3, upscale_by=1.5, prefix="tile-map-frames"))
+    run = panel.get_by_role("region", name="Distributed run")
+    tile_map = run.get_by_role("img", name=re.compile(r"^Tile map, frame "))
+    expect(tile_map).to_be_visible(timeout=RUN_TIMEOUT_S * 1000)
+
+    expect(run.get_by_text(re.compile(r"^Frame [12] of 3$"))).to_be_visible()  # not the last frame while the first ones render
+    expect(tile_map).to_have_attribute("aria-label", "Tile map, frame 3 of 3: 12 of 12 tiles done", timeout=RUN_TIMEOUT_S * 1000)
+    expect(run.get_by_text("Frame 3 of 3", exact=True)).to_be_visible()
+    assert tile_map.locator(".dgpu-tile").count() == 4  # one frame's tiles
+    assert master.wait_history(prompt_id, RUN_TIMEOUT_S)["status"]["status_str"] == "success"
