@@ -223,6 +223,7 @@ export class DistributedStore extends EventTarget {
       mode: update.mode ?? null,
       error: update.error ?? null,
       shares,
+      tiles: Array.isArray(update.tiles) ? update.tiles : [],
       durationS: typeof update.duration_s === "number" ? update.duration_s : null,
       startedAt: previous?.startedAt ?? now,
       collectors: Array.isArray(update.collectors) ? update.collectors.map(String) : [],
@@ -470,6 +471,13 @@ export class DistributedStore extends EventTarget {
   participantName(participant) {
     if (participant === MASTER_PARTICIPANT) return "Master";
     return this.worker(participant)?.name ?? String(participant ?? "unknown");
+  }
+
+  /** A participant's place in the list: the master 0, then the workers in the registry's order (for its colour). */
+  participantPlace(participant) {
+    if (participant === MASTER_PARTICIPANT) return 0;
+    const index = this.state.workers.findIndex((w) => w.id === participant);
+    return index >= 0 ? index + 1 : this.state.workers.length + 1;
   }
 
   /** What a participant renders on: "gpu", "cpu", or null when it has not said. */

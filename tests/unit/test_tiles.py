@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
-from distributed.jobs.tiles import LATENT_CELL, Canvas, blend_weights, border_steps, crop, pad_to_cells, tile_grid, tile_seed
+from distributed.jobs.tiles import LATENT_CELL, Canvas, Tile, blend_weights, border_steps, crop, pad_to_cells, tile_grid, tile_seed
 
 
 @pytest.mark.parametrize(("width", "height"), [(4096, 4096), (1501, 999), (300, 200), (7, 5)])
@@ -88,3 +90,59 @@ def test_crops_hold_what_a_png_holds_and_pad_to_whole_cells() -> None:
     assert np.array_equal(pixels * 255, np.round(pixels * 255))
     padded = pad_to_cells(pixels)
     assert padded.shape == (32, 24, 3) and np.array_equal(padded[:30, :20], pixels) and np.array_equal(padded[31, 23], pixels[29, 19])
+
+
+# --- seams: the node's own path (tile_grid -> crop -> pad_to_cells -> render -> Canvas.add), on a smooth frame ---
+
+SEAM_FRAME = (203, 317)
+"""Height and width of the test frame: odd, so tile cores do not fall on latent cells."""
+SEAM_TILE, SEAM_PADDING, SEAM_BLUR = 64, 16, 8
+"""The node's sizes in the upscale integration tests (Blender's blur is min(mask_blur, tile_padding))."""
+
+
+def gradient(height: int, width: int) -> np.ndarray:
+    """A smooth frame: each channel ramps across the frame in its own direction."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([x / width, y / height, (x + y) / (width + height)], axis=2)
+
+
+def blended(frame: np.ndarray, tiles: list[Tile], render: Callable[[Tile, np.ndarray], np.ndarray], blur: int) -> np.ndarray:
+    """The frame put back as the node does it: each tile's region is cropped (as a PNG holds it),
+    padded to latent cells, rendered, cut back to the region (Blender.add) and blended."""
+    canvas = Canvas(frame.shape[0], frame.shape[1], frame.shape[2], blur)
+    for tile in tiles:
+        rendered = render(tile, pad_to_cells(crop(frame, tile.region)))
+        canvas.add(tile, rendered[: tile.region.height, : tile.region.width])
+    return canvas.result()
+
+
+def test_a_pass_through_render_of_a_smooth_frame_steps_no_more_across_tile_borders_than_inside_tiles() -> None:
+    height, width = SEAM_FRAME
+    frame = gradient(height, width)
+    tiles = tile_grid(width, height, SEAM_TILE, SEAM_TILE, SEAM_PADDING)
+    assert len(tiles) == 20  # 5 columns x 4 rows: borders in both directions
+
+    at_border, inside = border_steps(blended(frame, tiles, lambda tile, pixels: pixels, SEAM_BLUR), tiles)
+    _, source = border_steps(frame, tiles)
+
+    assert 0 < inside <= source + 1 / 255  # inside the tiles: the frame's own ramp, give or take 8-bit rounding
+    assert at_border <= inside + 1e-6
+
+
+def test_tiles_that_each_drift_a_little_still_meet_without_a_visible_step() -> None:
+    """A sampler that barely changes a tile still shifts it a little (the VAE round trip, its own
+    noise), differently in each tile; the feather spreads that over the overlap instead of a step."""
+    height, width = SEAM_FRAME
+    frame = gradient(height, width)
+    tiles = tile_grid(width, height, SEAM_TILE, SEAM_TILE, SEAM_PADDING)
+    drift = dict(zip(tiles, np.random.default_rng(7).uniform(-6 / 255, 6 / 255, len(tiles)), strict=True))
+
+    def drifted(tile: Tile, pixels: np.ndarray) -> np.ndarray:
+        return np.clip(pixels + drift[tile], 0.0, 1.0)
+
+    _, smooth = border_steps(blended(frame, tiles, lambda tile, pixels: pixels, SEAM_BLUR), tiles)
+    at_border, _ = border_steps(blended(frame, tiles, drifted, SEAM_BLUR), tiles)
+    butted, _ = border_steps(blended(frame, tiles, drifted, 0), tiles)
+
+    assert butted > 4 * smooth  # the measure sees the seam where tiles are butted together
+    assert at_border <= 1.5 * smooth  # feathered: no bigger than the frame's own steps inside a tile

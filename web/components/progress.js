@@ -1,10 +1,12 @@
 /**
  * The current distributed run: one overall bar with an estimate of the time left, and a row per
- * share (who runs it, which node, step x/y) fed by `distributed.job_update`.
+ * share (who runs it, which node, step x/y) fed by `distributed.job_update`; for a Distributed Upscale,
+ * a map of the tiles too (tile_map.js), in the colours of the participants' rows.
  */
 
 import { h, replaceChildren } from "./dom.js";
 import { formatDuration } from "./format.js";
+import { createTileMap, participantColor } from "./tile_map.js";
 
 /**
  * How far one share is, 0..1: done counts whole; a running share by the server's node-weighted
@@ -100,19 +102,23 @@ export function estimateSecondsLeft(startedAt, fraction, now, shares = []) {
   return Math.max(overall, slowest);
 }
 
-export const MODE_LABELS = { "fan-out": "Fan-out", shares: "Shares", split: "Split batch" };
+export const MODE_LABELS = { "fan-out": "Fan-out", shares: "Shares", split: "Split batch", upscale: "Upscale" };
 const MODE_HINTS = {
   "fan-out": "Every GPU renders the whole prompt with its own seed",
   shares: "A set number of shares, each to whichever GPU finishes it first",
   split: "One batch cut into slices in proportion to each GPU's speed",
+  upscale: "The tiles of a Distributed Upscale, each to whichever GPU frees up first",
 };
 
-/** "images 1–4" (or "image 3") for a split-batch share's slice; null without a slice. */
-export function describeBatch(batch) {
+/**
+ * "images 1–4" (or "image 3") for a split-batch share's slice, "tiles 5–7" for an upscale share's
+ * tiles (`unit`); null without a slice.
+ */
+export function describeBatch(batch, unit = "image") {
   const start = Number(batch?.start);
   const length = Number(batch?.length);
   if (!Number.isInteger(start) || !Number.isInteger(length) || length < 1) return null;
-  return length === 1 ? `image ${start + 1}` : `images ${start + 1}–${start + length}`;
+  return length === 1 ? `${unit} ${start + 1}` : `${unit}s ${start + 1}–${start + length}`;
 }
 
 const SHARE_STATE_LABELS = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed" };
@@ -156,16 +162,25 @@ export function createProgressView({ store }) {
   const overall = progressBar("Overall progress");
   const eta = h("p", { class: "dgpu-meta", role: "status" });
   const shares = h("ul", { class: "dgpu-shares", "aria-label": "Shares" });
+  const colorOf = (participant) => participantColor(store.participantPlace(participant));
+  const tileMap = createTileMap({ nameOf: (participant) => store.participantName(participant), colorOf });
   const el = h(
     "section",
     { class: "dgpu-section dgpu-progress", "aria-label": "Distributed run", hidden: true },
     h("div", { class: "dgpu-progress-head" }, h("div", { class: "dgpu-progress-title" }, heading, mode), percent),
     overall.bar,
     eta,
+    tileMap.el,
     shares,
   );
 
-  function shareRow(share) {
+  function swatch(color) {
+    const dot = h("span", { class: "dgpu-swatch", "aria-hidden": "true" });
+    dot.style.background = color;
+    return dot;
+  }
+
+  function shareRow(share, unit) {
     const bar = progressBar(`Share ${share.index + 1} progress`);
     bar.set(shareFraction(share));
     const { value, max, node } = share.progress ?? {};
@@ -173,7 +188,7 @@ export function createProgressView({ store }) {
     // A node without steps (anything but a sampler) reports one; "step 0/1" would only look stuck.
     const stepText = share.state === "running" && max > 1 ? `step ${value}/${max}` : null;
     const detail = share.state === "running" ? [nodeText, stepText].filter(Boolean).join(" · ") : SHARE_STATE_LABELS[share.state] ?? share.state;
-    const range = describeBatch(share.batch);
+    const range = describeBatch(share.batch, unit);
     const notes = describeShareNotes(share, (participant) => store.participantName(participant));
     return h(
       "li",
@@ -184,10 +199,11 @@ export function createProgressView({ store }) {
         h(
           "span",
           { class: "dgpu-share-name" },
+          share.participant ? swatch(colorOf(share.participant)) : null,
           share.participant ? store.participantName(share.participant) : `Share ${share.index + 1}`,
           range ? h("span", { class: "dgpu-share-range", text: range }) : null,
         ),
-        h("span", { class: "dgpu-meta", text: detail || SHARE_STATE_LABELS[share.state] }),
+        h("span", { class: "dgpu-meta", text: detail || SHARE_STATE_LABELS[share.state], title: detail || null }),
       ),
       bar.bar,
       notes.map((note) => h("p", { class: "dgpu-meta dgpu-share-note", text: note })),
@@ -220,7 +236,8 @@ export function createProgressView({ store }) {
       heading.textContent = "Failed";
       eta.textContent = job.error ?? "The run failed.";
     }
-    replaceChildren(shares, [...view.shares].sort((a, b) => a.index - b.index).map(shareRow));
+    tileMap.update(job.tiles);
+    replaceChildren(shares, [...view.shares].sort((a, b) => a.index - b.index).map((share) => shareRow(share, job.mode === "upscale" ? "tile" : "image")));
   }
 
   update(store.state);
