@@ -74,6 +74,12 @@ def settings(master: ComfyInstance, **changes: Any) -> None:
     assert status == 200, body
 
 
+def master_participates(master: ComfyInstance, participate: bool) -> None:
+    """Off, every share waits for a worker: an idle master would otherwise take a waiting share itself."""
+    status, body = http_json("PATCH", f"{master.url}/distributed/config", {"master": {"participate": participate}})
+    assert status == 200, body
+
+
 def pool_view(master: ComfyInstance, name: str) -> dict[str, Any]:
     status, body = master.get("/distributed/pools")
     assert status == 200, body
@@ -161,7 +167,7 @@ def test_queued_prompts_that_wait_grow_the_pool_to_its_max_and_run_on_its_member
         entries = [master.wait_history(first, 180), master.wait_history(second, 180)]
 
         assert [e["status"]["status_str"] for e in entries] == ["success", "success"]
-        assert [e["meta"]["3"]["distributed_worker"] for e in entries] == [member["name"], member["name"]]
+        assert [e["meta"]["3"]["distributed_worker"] for e in entries] == [member["id"], member["id"]]
         assert [[read_stamp(p) for p in saved_images(e, master.output_dir)] for e in entries] == [[(101, 0)], [(102, 0)]]
         assert pool.view()["starts_last_10min"] == 1
         assert [line for line in events(members_dir) if line.startswith("start")] == [f"start {member['id']} ok"]
@@ -171,14 +177,15 @@ def test_queued_prompts_that_wait_grow_the_pool_to_its_max_and_run_on_its_member
 
 
 def test_member_takes_waiting_shares_then_stops_once_idle(master: ComfyInstance, members_dir: Path) -> None:
+    master_participates(master, False)
     pool = Pool(master, members_dir, "shares", idle_seconds=3)
     try:
         prompt = seed_stamp_prompt(seed=500, sleep=1, prefix="elastic-shares")
-        prompt["4"]["inputs"]["shares"] = 3  # the master renders share 0; 1 and 2 wait for a worker
+        prompt["4"]["inputs"]["shares"] = 3  # the master only orchestrates: every share waits for a worker
         prompt_id = master.queue_prompt(prompt)
         entry = master.wait_history(prompt_id, 240)
         job = next(j for j in master.get("/distributed/jobs")[1]["jobs"] if j["prompt_id"] == prompt_id)
-        (member_id,) = {s["participant"] for s in job["shares"] if s["index"] > 0}
+        (member_id,) = {s["participant"] for s in job["shares"]}
         pid = member_pid(members_dir, member_id)
 
         assert entry["status"]["status_str"] == "success"
@@ -190,6 +197,7 @@ def test_member_takes_waiting_shares_then_stops_once_idle(master: ComfyInstance,
         assert master.get("/distributed/workers")[1]["workers"] == []
     finally:
         pool.remove()
+        master_participates(master, True)
 
 
 # --- limits and failures --------------------------------------------------------------------------
@@ -256,11 +264,12 @@ def test_pool_stops_and_starts_no_member_once_the_days_budget_is_spent(master: C
 
 def test_a_member_that_dies_mid_share_has_its_share_run_again(master: ComfyInstance, members_dir: Path) -> None:
     settings(master, assign_timeout=240)
+    master_participates(master, False)
     pool = Pool(master, members_dir, "dying", min=1, max=2, idle_seconds=60)
     try:
         (first,) = pool.wait_online()
         prompt = seed_stamp_prompt(seed=700, sleep=6, prefix="elastic-dying")
-        prompt["4"]["inputs"]["shares"] = 2  # share 1 goes to the member
+        prompt["4"]["inputs"]["shares"] = 1  # the master only orchestrates: the share goes to the member
         prompt_id = master.queue_prompt(prompt)
         worker = ComfyInstance(first["id"], members_dir / first["id"], port=int(first["url"].rsplit(":", 1)[1]))
         wait_until(lambda: worker.get("/prompt")[1]["exec_info"]["queue_remaining"] > 0, 60, interval=0.1,
@@ -268,16 +277,17 @@ def test_a_member_that_dies_mid_share_has_its_share_run_again(master: ComfyInsta
         os.kill(member_pid(members_dir, first["id"]), signal.SIGKILL)
         entry = master.wait_history(prompt_id, 300)
         job = next(j for j in master.get("/distributed/jobs")[1]["jobs"] if j["prompt_id"] == prompt_id)
-        share = next(s for s in job["shares"] if s["index"] == 1)
+        (share,) = job["shares"]
 
         assert entry["status"]["status_str"] == "success"
-        assert [read_stamp(p) for p in saved_images(entry, master.output_dir)] == [(700, 0), (701, 0)]
+        assert [read_stamp(p) for p in saved_images(entry, master.output_dir)] == [(700, 0)]
         assert share["attempts"] and share["attempts"][0].startswith(f"worker '{first['id']}'")
         assert share["participant"] not in (first["id"], "master"), "the share was re-run by a new member of the pool"
         wait_until(lambda: f"stop {first['id']}" in events(members_dir), 60, message="the dead member to be stopped")
     finally:
         pool.remove()
         settings(master, assign_timeout=120)
+        master_participates(master, True)
 
 
 # --- nothing left running -------------------------------------------------------------------------
