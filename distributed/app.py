@@ -115,7 +115,7 @@ class DistributedApp:
         self.fleet.processes.hold_lease()  # early: workers of a previous master are waiting for it
         exit_cleanly_on_sigterm()
         self._server.add_on_prompt_handler(PromptHook(self.registry, self.dispatcher, self.router, is_output_node))
-        self._server.add_middleware(interrupt_middleware(self.router.interrupt))
+        self._server.add_middleware(interrupt_middleware(self.router.interrupt, self.router.interrupt_all))
         routes, policy = self._server.routes, self._policy
         add_worker_routes(routes, policy, self.registry, self.views, self.arguments, self._removed, test_connection,
                           master_port=self._master_port)

@@ -177,6 +177,17 @@ class PromptRouter:
         self._interrupt(run)
         return True
 
+    def interrupt_all(self) -> None:
+        """A global interrupt (no prompt id) on a master that only orchestrates: what runs for it runs
+        on workers, so every prompt the router gave a worker stops. A master that takes part keeps
+        ComfyUI's meaning: the global interrupt stops what its own thread runs, and nothing else."""
+        if self._master().participate:
+            return
+        for run in list(self._runs.values()):
+            if run.taken and run.state not in FINISHED:
+                logger.info("Queued prompt %s: interrupted (global) while %s renders it", run.prompt_id, run.participant_name)
+                self._interrupt(run)
+
     # --- the loop -------------------------------------------------------------------------------
 
     async def serve(self) -> None:

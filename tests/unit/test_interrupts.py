@@ -20,10 +20,14 @@ ON_WORKER = "prompt-on-a-worker"
 class Seen:
     by_comfyui: list[Any] = field(default_factory=list)
     by_router: list[str] = field(default_factory=list)
+    global_by_router: int = 0
 
     def interrupt_routed(self, prompt_id: str) -> bool:
         self.by_router.append(prompt_id)
         return prompt_id == ON_WORKER
+
+    def interrupt_all_routed(self) -> None:
+        self.global_by_router += 1
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ async def client(aiohttp_client: Callable[[web.Application], Awaitable[TestClien
             seen.by_comfyui.append(None)
         return web.Response(status=200)
 
-    app = web.Application(middlewares=[interrupt_middleware(seen.interrupt_routed)])
+    app = web.Application(middlewares=[interrupt_middleware(seen.interrupt_routed, seen.interrupt_all_routed)])
     app.router.add_post("/interrupt", comfyui_interrupt)
     app.router.add_post("/api/interrupt", comfyui_interrupt)
     return await aiohttp_client(app)
@@ -57,11 +61,12 @@ async def test_an_interrupt_of_a_prompt_on_a_worker_stops_it_there_and_not_the_m
 async def test_an_interrupt_of_another_prompt_reaches_comfyui_with_its_body(client: TestClient, seen: Seen) -> None:
     response = await client.post("/interrupt", json={"prompt_id": "the-masters-own"})
 
-    assert response.status == 200 and seen.by_comfyui == [{"prompt_id": "the-masters-own"}]
+    assert response.status == 200 and seen.by_comfyui == [{"prompt_id": "the-masters-own"}] and seen.global_by_router == 0
 
 
 @pytest.mark.parametrize("body", [None, b"not json", b"[1]", b'{"prompt_id": 7}'])
-async def test_a_global_or_odd_interrupt_keeps_comfyuis_meaning(client: TestClient, seen: Seen, body: bytes | None) -> None:
+async def test_a_global_or_odd_interrupt_reaches_comfyui_and_the_routers_global_stop(client: TestClient, seen: Seen,
+                                                                                    body: bytes | None) -> None:
     response = await client.post("/interrupt", data=body)
 
-    assert response.status == 200 and len(seen.by_comfyui) == 1 and seen.by_router == []
+    assert response.status == 200 and len(seen.by_comfyui) == 1 and seen.by_router == [] and seen.global_by_router == 1

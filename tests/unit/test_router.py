@@ -387,3 +387,25 @@ def test_a_prompt_with_a_distributed_upscale_runs_on_the_master_which_hands_its_
     answer = _hook(tmp_path, router)({"prompt": prompt})
 
     assert router.runs() == [] and "prompt_id" not in answer
+
+
+
+@pytest.mark.parametrize("participate", [False])
+async def test_a_global_interrupt_stops_what_workers_render_for_an_orchestrating_master(rig: Rig) -> None:
+    rig.queue_prompts("p1")
+    call = await rig.call_on("a")
+
+    rig.router.interrupt_all()
+
+    await wait_until_async(lambda: call.cancelled, 5, message="the worker's run to be cancelled")
+    assert rig.state("p1") == RouteState.INTERRUPTED
+
+
+async def test_a_global_interrupt_leaves_a_participating_masters_workers_alone(rig: Rig) -> None:
+    rig.queue_prompts("p1", "p2")  # the idle master keeps p1; p2 goes to worker a
+    call = await rig.call_on("a")
+
+    rig.router.interrupt_all()
+    await rig.settle()
+
+    assert not call.cancelled and rig.state("p2") == RouteState.RUNNING
