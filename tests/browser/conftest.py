@@ -42,8 +42,11 @@ def frontend(request: pytest.FixtureRequest) -> Frontend:
     return request.param
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per module. Not per session: playwright's sync API keeps an event loop running in
+    the main thread while it is open, and every async test after the browser tests would then fail
+    with "cannot be called from a running event loop"."""
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
     with playwright_api.sync_playwright() as playwright:

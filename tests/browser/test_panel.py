@@ -360,7 +360,10 @@ def test_a_local_worker_is_launched_followed_in_its_log_and_stopped(page: Page, 
         route.fulfill(response=answer)
 
     page.route("**/distributed/workers/*/stop", answer_after_the_stopped_push)
-    card.get_by_role("button", name="Stop").click()
+    # The card may show Stopped before the held answer is sent: wait for the answer too, so that no
+    # route callback is still in flight when the page closes.
+    with page.expect_response("**/distributed/workers/*/stop", timeout=90_000):
+        card.get_by_role("button", name="Stop").click()
     expect(card.locator(".dgpu-status")).to_have_text("Stopped", timeout=60_000)
     expect(card.locator(".dgpu-status")).not_to_have_class(re.compile("dgpu-status-(offline|error)"))
 
