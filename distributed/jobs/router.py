@@ -208,7 +208,10 @@ class PromptRouter:
         self._follow(running, pending)
         config = self._registry.snapshot()
         taken = {run.prompt_id for run in self._runs.values() if run.taken}
-        master_free = config.master.participate and all(prompt_id in taken for prompt_id in running)
+        # An idle execution thread pops the first waiting prompt at once, as in plain ComfyUI; it holds
+        # it while a worker renders it when the master only orchestrates. Leaving that prompt to the
+        # thread keeps one actor per prompt: a later prompt stays in the waiting list, deletable.
+        thread_idle = all(prompt_id in taken for prompt_id in running)
         order = {prompt_id: position for position, prompt_id in enumerate(pending)}
         waiting = [run for run in self._runs.values() if run.state == RouteState.WAITING]
         held = [run for run in waiting if run.held]
@@ -216,7 +219,7 @@ class PromptRouter:
         busy = {run.participant for run in self._runs.values() if run.state == RouteState.RUNNING}
         left_waiting = False
         for run in held + queued:
-            if not run.held and master_free and order[run.prompt_id] == 0:
+            if not run.held and thread_idle and order[run.prompt_id] == 0:
                 continue  # the master's thread pops it at once
             worker = next((w for w in config.workers if self._is_free(w, busy) and w.id not in run.excluded), None)
             if worker is None:

@@ -392,13 +392,17 @@ def test_a_prompt_with_a_distributed_upscale_runs_on_the_master_which_hands_its_
 
 @pytest.mark.parametrize("participate", [False])
 async def test_a_global_interrupt_stops_what_workers_render_for_an_orchestrating_master(rig: Rig) -> None:
-    rig.queue_prompts("p1")
-    call = await rig.call_on("a")
+    rig.queue_prompts("p1", "p2")  # the idle thread takes p1 and waits on its worker; p2 is taken for the other worker
+    holding = asyncio.ensure_future(rig.router.hold("p1", rig.queue.pop()))
+    await wait_until_async(lambda: len(rig.runner.calls) == 2, 5, message="both prompts on workers")
+    taken = next(call for call in rig.runner.calls if call.work.prompt["1"]["inputs"]["seed"] == 1)
 
     rig.router.interrupt_all()
 
-    await wait_until_async(lambda: call.cancelled, 5, message="the worker's run to be cancelled")
-    assert rig.state("p1") == RouteState.INTERRUPTED
+    await wait_until_async(lambda: taken.cancelled, 5, message="the taken prompt's run to be cancelled")
+    assert rig.state("p2") == RouteState.INTERRUPTED and rig.state("p1") == RouteState.RUNNING
+    holding.cancel()  # what ComfyUI's own interrupt does to the thread that holds p1
+    await asyncio.gather(holding, return_exceptions=True)
 
 
 async def test_a_global_interrupt_leaves_a_participating_masters_workers_alone(rig: Rig) -> None:
