@@ -12,7 +12,6 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +23,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 Page = playwright_api.Page
 
-from tests.browser.ui import Frontend, open_distributed_tab, open_pack_templates  # noqa: E402
+from tests.browser.ui import UI_TIMEOUT_MS, Frontend, open_distributed_tab, open_pack_templates, opened_page  # noqa: E402
 
 EXAMPLES_DIR = PROJECT_DIR / "example_workflows"
 EXAMPLES = sorted(path.stem for path in EXAMPLES_DIR.glob("*.json"))
@@ -32,7 +31,6 @@ TRY_IT = "Try it without models"
 WORKER_NAMES = ("CPU worker 1", "CPU worker 2")
 STOCK_AUDIO_NODES = {"EmptyLatentAudio", "VAEDecodeAudio", "SaveAudio"}
 """ComfyUI's audio nodes, which it only registers where torchaudio imports."""
-UI_TIMEOUT_MS = 30_000
 RUN_TIMEOUT_MS = 180_000
 
 expect.set_options(timeout=UI_TIMEOUT_MS)
@@ -106,28 +104,16 @@ def server_node_types(master: ComfyInstance) -> set[str]:
     return set(body)
 
 
-@contextmanager
-def new_page(browser: Any, master: ComfyInstance) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    opened.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        opened.goto(master.url)
-        yield opened
-    finally:
-        context.close()
-
-
 @pytest.fixture
 def fresh_page(browser: Any, master: ComfyInstance) -> Iterator[Page]:
-    with new_page(browser, master) as opened:
+    with opened_page(browser, master.url) as opened:
         yield opened
 
 
 @pytest.fixture(scope="module")
 def shared_page(browser: Any, master: ComfyInstance) -> Iterator[Page]:
     """One page per frontend for the tests that open an example: ComfyUI's first load is what costs."""
-    with new_page(browser, master) as opened:
+    with opened_page(browser, master.url) as opened:
         yield opened
 
 

@@ -20,12 +20,13 @@ from tests.harness import ComfyInstance, reset_dir, running, wait_until
 from tests.unit.model_folders import sha256_file, write_random
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+from tests.browser.ui import UI_TIMEOUT_MS, opened_page  # noqa: E402
+
 expect = playwright_api.expect
 Page = playwright_api.Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 TAB_BUTTON = ".distributed-tab-button"
-UI_TIMEOUT_MS = 30_000
 MODEL = "panel-copy.safetensors"
 MODEL_SIZE = 300 << 20
 
@@ -56,14 +57,8 @@ def fleet() -> Iterator[dict[str, ComfyInstance]]:
 @pytest.fixture
 def page(browser: Any, fleet: dict[str, ComfyInstance]) -> Iterator[Page]:
     """A page of the session's browser (tests/browser/conftest.py): one sync playwright per process."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    opened.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        opened.goto(fleet["master"].url)
+    with opened_page(browser, fleet["master"].url) as opened:
         yield opened
-    finally:
-        context.close()
 
 
 def editor_workflow(checkpoint: str) -> dict[str, Any]:

@@ -23,9 +23,8 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 Page = playwright_api.Page
 
-from tests.browser.ui import PAGE_LOAD_MS, Frontend, sidebar_button  # noqa: E402
+from tests.browser.ui import PAGE_LOAD_MS, UI_TIMEOUT_MS, Frontend, opened_page, sidebar_button  # noqa: E402
 
-UI_TIMEOUT_MS = 30_000
 WORKER_SECONDS = 6.0
 """How long the worker renders the prompt: long enough to see it running, short for the test."""
 QUEUE_TAB = "Queue (q)"
@@ -70,14 +69,8 @@ def master(tmp_path_factory: pytest.TempPathFactory, frontend: Frontend, request
 
 @pytest.fixture
 def page(browser: Any, master: ComfyInstance) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    opened = context.new_page()
-    opened.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        opened.goto(master.url)
+    with opened_page(browser, master.url, 1400, 900) as opened:
         yield opened
-    finally:
-        context.close()
 
 
 def routed(master: ComfyInstance, prompt_id: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 Page = playwright_api.Page
 
-from tests.browser.ui import Frontend, open_distributed_tab  # noqa: E402
+from tests.browser.ui import UI_TIMEOUT_MS, Frontend, open_distributed_tab, opened_page  # noqa: E402
 
 FAST, SLOW = "Desktop", "Laptop"
 SLOWDOWN = 4
@@ -35,7 +35,6 @@ NODE_SECONDS = 1.5
 SHOT_NAME = "panel-run-progress"
 SHOTS_COPY_DIR = Path("/tmp/panel-shots")
 SHOT_SIZE = {"width": 420, "height": 480}
-UI_TIMEOUT_MS = 30_000
 RUN_TIMEOUT_S = 180
 SEEDS = itertools.count(5000, 10)
 """A new seed for each run: the workers outlive a frontend's master, and ComfyUI would serve a repeat from its cache."""
@@ -98,14 +97,8 @@ def master(tmp_path_factory: pytest.TempPathFactory, workers: dict[str, ComfyIns
 
 @pytest.fixture
 def page(browser: Any, master: ComfyInstance) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 860})
-    opened = context.new_page()
-    opened.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        opened.goto(master.url)
+    with opened_page(browser, master.url, 1100, 860) as opened:
         yield opened
-    finally:
-        context.close()
 
 
 def workers_online(master: ComfyInstance) -> bool:

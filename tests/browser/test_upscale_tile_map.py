@@ -26,7 +26,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 Page = playwright_api.Page
 
-from tests.browser.ui import Frontend, open_distributed_tab  # noqa: E402
+from tests.browser.ui import UI_TIMEOUT_MS, Frontend, open_distributed_tab, opened_page  # noqa: E402
 
 WORKER = "Desktop"
 TILES = 16
@@ -35,7 +35,6 @@ PARTLY_DONE = 4
 SHOT_NAME = "panel-upscale-tiles"
 SHOTS_COPY_DIR = Path("/tmp/panel-shots")
 SHOT_SIZE = {"width": 420, "height": 560}
-UI_TIMEOUT_MS = 30_000
 RUN_TIMEOUT_S = 300
 SEEDS = itertools.count(7000, 10)
 """A new seed for each run: the worker outlives a frontend's master, and ComfyUI would serve a repeat from its cache."""
@@ -75,14 +74,8 @@ def master(tmp_path_factory: pytest.TempPathFactory, worker: ComfyInstance, fron
 
 @pytest.fixture
 def page(browser: Any, master: ComfyInstance) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 860})
-    opened = context.new_page()
-    opened.set_default_timeout(UI_TIMEOUT_MS)
-    try:
-        opened.goto(master.url)
+    with opened_page(browser, master.url, 1100, 860) as opened:
         yield opened
-    finally:
-        context.close()
 
 
 def worker_online(master: ComfyInstance) -> bool:

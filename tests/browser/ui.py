@@ -5,6 +5,8 @@ Located by role and accessible name only, so the same code drives the pinned fro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,22 @@ PACK_TEMPLATES = "ComfyUI Distributed GPU"
 
 PAGE_LOAD_MS = 90_000
 """ComfyUI's first paint on a busy two-core machine, with the newest frontend's larger bundle."""
+
+UI_TIMEOUT_MS = 30_000
+"""How long a browser test waits for the page by default."""
+
+
+@contextmanager
+def opened_page(browser: Any, url: str, width: int = 1400, height: int = 900) -> Iterator[Page]:
+    """A page of its own browser context at `url`, closed (with its context) at the end."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(url)
+        yield page
+    finally:
+        context.close()
 
 
 def sidebar_button(page: Page, name: str) -> Any:
