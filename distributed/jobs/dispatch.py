@@ -274,15 +274,20 @@ class Dispatcher:
                     return CollectorOutcome(job.master_renders, (), fallback=MasterFallback(graph, last))
                 if all(collector_id in job.results.get(index, {}) for index in job.queue.shares):
                     return self._joinable(job, collector_id, job.held_master_parts.pop(collector_id, None))
-                job.master_idle = True
-                job.changed.notify()
-                try:
-                    await job.changed.wait(self._tick)
-                finally:
-                    job.master_idle = False
+                await self._wait_idle(job)
         except asyncio.CancelledError:
             await self.cancel(job.job_id, "interrupted on the master")
             raise
+
+    async def _wait_idle(self, job: Job) -> None:
+        """The master's thread waits for the job's next change, marked idle meanwhile: the run loop
+        may hand it a waiting share (or tile)."""
+        job.master_idle = True
+        job.changed.notify()
+        try:
+            await job.changed.wait(self._tick)
+        finally:
+            job.master_idle = False
 
     def _joinable(self, job: Job, collector_id: str, master_part: Any) -> CollectorOutcome:
         participants = {index: share.participant for index, share in job.queue.shares.items()}
@@ -661,12 +666,7 @@ class Dispatcher:
                 finished = job.queue.is_finished()
                 if delivered or mine or finished:
                     return TileOutcome(tuple(delivered), mine, finished)
-                job.master_idle = True
-                job.changed.notify()
-                try:
-                    await job.changed.wait(self._tick)
-                finally:
-                    job.master_idle = False
+                await self._wait_idle(job)
         except asyncio.CancelledError:
             await self.cancel(job.job_id, "interrupted on the master")
             raise
