@@ -9,6 +9,7 @@ right again after the next.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,22 @@ SHARE_COPIED = "distributed.share_copied"
 MODEL_COPY = "distributed.model_copy"
 POOLS_CHANGED = "distributed.pools_changed"
 POOL_ALERT = "distributed.pool_alert"
+
+
+class Revisions:
+    """Numbers snapshots so that a panel keeps the newer of a push and an HTTP answer.
+
+    The two travel on different connections, so either may arrive first. Numbers are the wall clock in
+    microseconds, or one more than the last when the clock has not moved past it: a restarted master
+    numbers above its predecessor, so a panel that outlived it takes its snapshots.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(self._last + 1, time.time_ns() // 1000)
+        return self._last
 
 
 class Events:

@@ -65,6 +65,8 @@ export class DistributedStore extends EventTarget {
     this.source = null;
     // The last pushed status per worker id: a push can overtake the HTTP answer that adds the worker.
     this.pushedStatus = new Map();
+    // The revision of the pools shown: a route's answer and a push travel apart, the newer wins.
+    this.poolsRevision = 0;
     this.handlers = {
       [JOB_EVENTS.registryChanged]: (event) => this.applySnapshot(event.detail),
       [JOB_EVENTS.workerStatus]: (event) => this.applyWorkerStatus(event.detail),
@@ -283,17 +285,26 @@ export class DistributedStore extends EventTarget {
   }
 
   applyPools(snapshot) {
-    if (!snapshot || !Array.isArray(snapshot.pools)) return;
+    if (!snapshot || !Array.isArray(snapshot.pools) || !this.takePoolsRevision(snapshot.revision)) return;
     this.state.pools = snapshot.pools;
     this.emitChange("pools");
   }
 
-  /** One pool as a route answers it, in place (or added at the end). */
+  /** One pool as a route answers it, in place (or added at the end), unless a newer push came first. */
   applyPool(received) {
+    if (!this.takePoolsRevision(received.revision)) return;
     const index = this.state.pools.findIndex((p) => p.name === received.name);
     if (index === -1) this.state.pools = [...this.state.pools, received];
     else this.state.pools = this.state.pools.map((p, i) => (i === index ? received : p));
     this.emitChange("pools");
+  }
+
+  /** Whether pools numbered `revision` are at least as new as those shown; if so they become the shown ones. */
+  takePoolsRevision(revision) {
+    const number = Number(revision) || 0;
+    if (number < this.poolsRevision) return false;
+    this.poolsRevision = number;
+    return true;
   }
 
   /** A start refused by the budget, a member that failed to start or to stop: a toast at once. */
@@ -505,7 +516,6 @@ export class DistributedStore extends EventTarget {
   }
 }
 
-/** True when status `a` is strictly newer than `b` (by the server's revision; a missing one is oldest). */
 /**
  * The shares with `runningSince`: when this panel first saw each running share on its participant
  * (kept across updates, new when the share moves to another participant), for its own rate.
@@ -520,6 +530,7 @@ function withRunningSince(shares, previousShares, now) {
   });
 }
 
+/** True when status `a` is strictly newer than `b` (by the server's revision; a missing one is oldest). */
 function isNewer(a, b) {
   return Boolean(a) && (!b || (a.revision ?? 0) > (b.revision ?? 0));
 }

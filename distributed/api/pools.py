@@ -40,10 +40,12 @@ def add_pool_routes(routes: web.RouteTableDef, policy: AccessPolicy, registry: R
     guard, reader = policy.guard, policy.reader
 
     def pool_view(name: str) -> dict[str, Any]:
-        view = next((pool for pool in pools.snapshot()["pools"] if pool["name"] == name), None)
+        """One pool, with the revision of the snapshot it was read from (the panel keeps the newer)."""
+        snapshot = pools.snapshot()
+        view = next((pool for pool in snapshot["pools"] if pool["name"] == name), None)
         if view is None:
             raise UnknownPool(name)
-        return view
+        return {**view, "revision": snapshot["revision"]}
 
     @routes.get("/distributed/pools")
     @reader

@@ -26,7 +26,7 @@ from typing import Any
 from ..config.models import RegistryFile, WorkerConfig
 from ..config.registry import Registry
 from ..errors import BadResult, WorkerUnavailable
-from ..events import Events
+from ..events import Events, Revisions
 from .pool import ClientPool
 from .status import WorkerState, WorkerStatus
 
@@ -112,7 +112,7 @@ class HealthMonitor:
         self._changed = asyncio.Event()
         self._override: StatusOverride = lambda worker_id: None
         self._revisions: dict[str, int] = {}
-        self._last_revision = 0
+        self._numbers = Revisions()
         registry.subscribe(self._sync)
 
     def set_override(self, override: StatusOverride) -> None:
@@ -127,10 +127,7 @@ class HealthMonitor:
     def publish(self, worker_id: str) -> None:
         """Pushes the worker's shown status under a new revision: after any change a user sees,
         the health monitor's own or the override's."""
-        # The wall clock in microseconds (or one more than the last, if that is not yet past): a
-        # restarted master numbers above its predecessor, so a panel that outlived it takes its statuses.
-        self._last_revision = max(self._last_revision + 1, time.time_ns() // 1000)
-        self._revisions[worker_id] = self._last_revision
+        self._revisions[worker_id] = self._numbers.next()
         self._events.worker_status(worker_id, self.status(worker_id).as_json())
         self._changed.set()
 

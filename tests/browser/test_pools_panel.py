@@ -115,12 +115,27 @@ def test_a_member_started_from_the_panel_comes_online_and_is_stopped_from_it(
 
 
 def test_a_start_refused_by_the_budget_is_said_on_the_card_and_in_a_toast(page: Page, registry: ComfyInstance, members_dir: Path) -> None:
+    def refused_pool() -> dict[str, Any]:
+        return next((p for p in registry.get("/distributed/pools")[1]["pools"] if p["name"] == "thrifty"), {})
+
+    def answer_after_the_refusal_is_pushed(route: Any) -> None:
+        # The answer to "Add pool" says nothing is blocked yet; holding it back until the master has
+        # pushed the refusal makes it arrive after the push, and the card must still show the refusal.
+        if route.request.method != "POST":
+            route.fallback()
+            return
+        answer = route.fetch()
+        wait_until(lambda: refused_pool().get("blocked"), 60, message="the master to refuse the start")
+        route.fulfill(response=answer)
+
     panel = open_panel(page)
     try:
+        page.route("**/distributed/pools", answer_after_the_refusal_is_pushed)
         # A member runs at least its idle time (60 s), more than this budget of 36 s.
-        add_pool_in_form(panel, "thrifty", members_dir, "ok", **{
-            "Min members": 1, "Stop a member idle for (seconds)": 60, "Budget (member-hours per day)": 0.01,
-        })
+        with page.expect_response(lambda r: r.url.endswith("/distributed/pools") and r.request.method == "POST", timeout=90_000):
+            add_pool_in_form(panel, "thrifty", members_dir, "ok", **{
+                "Min members": 1, "Stop a member idle for (seconds)": 60, "Budget (member-hours per day)": 0.01,
+            })
         card = pool_card(panel, "thrifty")
         expect(card.get_by_role("status")).to_contain_text("Not growing: budget: 0.00 of 0.01 member-hours used today")
         expect(page.get_by_text("Pool thrifty: no new member, budget")).to_be_visible()

@@ -35,7 +35,8 @@ class FakePools:
         self.started: list[str] = []
 
     def snapshot(self) -> dict[str, Any]:
-        return {"pools": [{"name": p.name, "config": p.model_dump(mode="json"), "members": []} for p in self.registry.snapshot().pools]}
+        pools = [{"name": p.name, "config": p.model_dump(mode="json"), "members": []} for p in self.registry.snapshot().pools]
+        return {"revision": 1, "pools": pools}
 
     async def start_member_now(self, pool_name: str) -> dict[str, Any]:
         if pool_name == "full":

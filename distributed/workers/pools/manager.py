@@ -41,7 +41,7 @@ from ...config.models import PoolConfig, RegistryFile, WorkerConfig
 from ...config.registry import Registry
 from ...config.validation import describe_validation_error
 from ...errors import ConfigError, ProcessError, UnknownPool, UnknownWorker, WorkerUnavailable
-from ...events import Events
+from ...events import Events, Revisions
 from ..health import HealthMonitor
 from ..local.processes import RunningProcess
 from ..pool import ClientPool
@@ -147,6 +147,8 @@ class PoolManager:
         self._save_lock = asyncio.Lock()
         self._saved_at = -math.inf
         self._published: list[dict[str, Any]] | None = None
+        self._revisions = Revisions()
+        self._revision = 0
         self._background: set[asyncio.Task] = set()
         self._closed = False
         self._reconciled = False
@@ -218,12 +220,18 @@ class PoolManager:
     # --- what the API and the panel use -----------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Every pool with its members, hours used against the budget, and why it does not grow."""
+        """Every pool with its members, hours used against the budget, and why it does not grow, under
+        a revision. Content seen for the first time is pushed at once under a new revision, whether the
+        loop or a route looks first, so an answer and a push with the same revision say the same."""
         config, now, wall = self._registry.snapshot(), self._clock(), self._wall()
         pools = [self._pool_view(pool.name, pool, now, wall) for pool in config.pools]
         gone = sorted({m.record.pool for m in self._members.values()} - {pool.name for pool in config.pools})
         pools += [self._pool_view(name, None, now, wall) for name in gone]
-        return {"pools": pools}
+        signature = [{**pool, "hours_used": round(pool["hours_used"], 2)} for pool in pools]  # hours by the hundredth
+        if signature != self._published:
+            self._published, self._revision = signature, self._revisions.next()
+            self._events.pools_changed({"revision": self._revision, "pools": pools})
+        return {"revision": self._revision, "pools": pools}
 
     def can_grow(self) -> bool:
         """Whether a worker may still come for waiting work: a member is starting, or some pool may start
@@ -685,12 +693,8 @@ class PoolManager:
         future.add_done_callback(self._background.discard)
 
     def _publish(self) -> None:
-        """Pushes the pools' snapshot when something changed; hours used only by the hundredth."""
-        snapshot = self.snapshot()
-        signature = [{**pool, "hours_used": round(pool["hours_used"], 2)} for pool in snapshot["pools"]]
-        if signature != self._published:
-            self._published = signature
-            self._events.pools_changed(snapshot)
+        """Pushes the pools' snapshot if its content is new (see `snapshot`)."""
+        self.snapshot()
 
     def _pool_view(self, name: str, pool: PoolConfig | None, now: float, wall: float) -> dict[str, Any]:
         runtime = self._runtime(name)
