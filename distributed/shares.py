@@ -42,6 +42,23 @@ ShareOutput = np.ndarray | AudioClip
 
 
 @dataclass(frozen=True)
+class InputImage:
+    """An image a share loads, held by the master in memory (an upscale tile's pixels).
+
+    A worker that runs this extension gets the pixels themselves, in the wire format; any other gets
+    them as the PNG `file` in the master's input folder, written when first needed. Both end as the
+    same float values, 8-bit ones as a PNG holds.
+    """
+
+    key: str
+    """The SHA-256 of `pixels`' bytes: a worker keeps the image under it and checks it on arrival."""
+    pixels: np.ndarray
+    """uint8 [H, W, 3], read-only."""
+    file: str
+    """Where its PNG goes, relative to the master's input folder."""
+
+
+@dataclass(frozen=True)
 class ShareWork:
     """Everything a worker needs to render one share, and how its outputs must come back."""
 
@@ -59,6 +76,8 @@ class ShareWork:
     """Collector node id -> the image size [H, W, C] every share must return, once the master's own
     share has shown it. With `max_images` and the settings' caps, what a worker's answer is checked
     against before the master allocates anything for it."""
+    inputs: dict[str, InputImage] = field(default_factory=dict)
+    """Node id of a `LoadImage` in `prompt` -> the image it loads, when the master holds it in memory."""
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,10 @@ class ComfyInstance:
     def output_dir(self) -> Path:
         return self.base_dir / "output"
 
+    @property
+    def input_dir(self) -> Path:
+        return self.base_dir / "input"
+
     def prepare(self) -> None:
         custom_nodes = self.base_dir / "custom_nodes"
         custom_nodes.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 from aiohttp import web
@@ -120,17 +120,22 @@ def install(server: Any, guard: Callable[[Handler], Handler], store: ResultStore
     handler = guard(make_results_handler(store))
     server.routes.get(RESULTS_PATH)(handler)
     server.routes.delete(RESULTS_PATH)(handler)
-    server.app.cleanup_ctx.append(lambda app: _purging(store, purge_interval_s))
+    server.app.cleanup_ctx.append(lambda app: purging(store, purge_interval_s))
     return store
 
 
-async def _purge_periodically(store: ResultStore, interval_s: float) -> None:
+class Expiring(Protocol):
+    def purge_expired(self) -> int: ...
+
+
+async def _purge_periodically(store: Expiring, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         store.purge_expired()
 
 
-async def _purging(store: ResultStore, interval_s: float) -> AsyncIterator[None]:
+async def purging(store: Expiring, interval_s: float) -> AsyncIterator[None]:
+    """An aiohttp cleanup context that purges `store` every `interval_s` while the server runs."""
     task = asyncio.ensure_future(_purge_periodically(store, interval_s))
     yield
     task.cancel()

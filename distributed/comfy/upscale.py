@@ -10,8 +10,6 @@ noise comes from its own seed, and every participant runs the same stock img2img
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,9 @@ import folder_paths
 import nodes as comfy_nodes
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import DistributedError
-from ..jobs.tiles import Canvas, Tile, crop, pad_to_cells, tile_grid, tile_seed
+from ..jobs.tiles import Canvas, Tile, crop, crop_8bit, pad_to_cells, tile_grid, tile_seed
 from ..jobs.upscale_plan import PlannedTile, TilePlan, upscale_template
 from .bridge import Interrupted, JobBridge, bound
 from .collectors import interrupted
@@ -36,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 MAX_SIDE = 16384
 """The largest side an enlarged frame may have."""
-TILE_FOLDER = "distributed_tiles"
-"""Where, in the master's input folder, tiles wait as PNGs for the workers to get them."""
 
 
 class DistributedUpscale:
@@ -128,28 +123,31 @@ class Blender:
         self._progress.update_absolute(len(self._done), len(self._tiles))
 
     def result(self) -> np.ndarray:
+        """The frames [B, H, W, C]. Each canvas is let go once copied into the batch, so the master
+        never holds every frame twice (one frame is its canvas's own buffer, not copied at all)."""
         missing = [self._tiles[i].name for i in range(len(self._tiles)) if i not in self._done]
         if missing:
             raise RuntimeError(f"Distributed Upscale: {', '.join(missing[:5])} never came in; nothing is blended with a hole")
-        return np.stack([canvas.result() for canvas in self._canvases])
+        canvases, self._canvases = self._canvases, []
+        if len(canvases) == 1:
+            return canvases.pop().result()[None]
+        batch = np.empty((len(canvases), *canvases[0].shape), dtype=np.float32)
+        for index in range(len(batch)):
+            batch[index] = canvases.pop(0).result()
+        return batch
 
 
 def distribute(bridge: JobBridge, prompt: dict, node_id: str, seed: int, frames: np.ndarray, tiles: list[Tile], blender: Blender,
                renderer: TileRenderer) -> None:
-    """Renders the tiles with every participant: each tile's pixels are written as a PNG in the
-    master's input folder (uploaded to each worker once, by content), the tiles are handed out by the
-    dispatcher, and this thread blends what comes in and renders what the dispatcher gives the master."""
+    """Renders the tiles with every participant: the tiles' 8-bit pixels go into the plan, the
+    dispatcher hands the tiles out (as pixels to workers with this extension, as PNGs written into the
+    master's input folder when a stock worker needs them), and this thread blends what comes in and
+    renders what the dispatcher gives the master."""
     template = upscale_template(prompt, node_id)
-    folder = Path(folder_paths.get_input_directory()) / TILE_FOLDER
-    written: set[Path] = set()
+    planned = tuple(PlannedTile.of(tile, pad_to_cells(crop_8bit(frames[tile.frame], tile.region)[:, :, :3]), tile_seed(seed, tile))
+                    for tile in tiles)
     try:
-        planned = []
-        for tile in tiles:
-            pixels = pad_to_cells(crop(frames[tile.frame], tile.region))
-            path = write_tile(folder, pixels)
-            written.add(path)
-            planned.append(PlannedTile(tile, f"{TILE_FOLDER}/{path.name}", tile_seed(seed, tile), pixels.shape[0], pixels.shape[1]))
-        job_id = bridge.start_tiles(TilePlan(template, tuple(planned), node_id), comfy_prompt_id(), interrupted)
+        job_id = bridge.start_tiles(TilePlan(template, planned, node_id), comfy_prompt_id(), interrupted)
         try:
             while True:
                 outcome = bridge.tile_outcome(job_id, interrupted, lambda: None)
@@ -165,20 +163,9 @@ def distribute(bridge: JobBridge, prompt: dict, node_id: str, seed: int, frames:
         finally:
             bridge.end_tiles(job_id)
     finally:
-        for path in written:
-            path.unlink(missing_ok=True)
-
-
-def write_tile(folder: Path, pixels: np.ndarray) -> Path:
-    """The tile's pixels (already quantised to 8 bits) as a PNG named by its content; written once."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(pixels[:, :, :3] * 255.0).astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
-    data = buffer.getvalue()
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return path
+        input_dir = Path(folder_paths.get_input_directory())
+        for tile in planned:
+            (input_dir / tile.image.file).unlink(missing_ok=True)
 
 
 def enlarge(image: torch.Tensor, width: int, height: int, upscale_model: Any) -> np.ndarray:

@@ -9,7 +9,7 @@ picture does not depend on how many GPUs took part or which one rendered which t
 Rendered tiles are blended into a `Canvas` as they arrive: a tile weighs 1 over its core and fades
 out over `mask_blur` pixels into its neighbours' cores, so across a border both tiles contribute
 half and the picture has no seam. The canvas keeps one float32 sum and one weight per pixel; a
-tile's pixels are let go as soon as they are added.
+tile's pixels are let go as soon as they are added, and the finished frame is the sum itself.
 
 Pure numpy, no torch: the master, the tests and the benchmark all use it.
 """
@@ -143,21 +143,34 @@ class Canvas:
         self._weight[window] += weights
         self.added.add((tile.row, tile.col))
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._sum.shape
+
     def result(self) -> np.ndarray:
-        """The blended frame [H, W, C]; every pixel must be covered by some tile's core."""
+        """The blended frame [H, W, C]; every pixel must be covered by some tile's core.
+
+        Divided in place, in the canvas's own sum, so finishing a frame allocates nothing: call it once.
+        """
         if not np.all(self._weight > 0):
             raise ValueError("a part of the frame has no tile")
-        return np.clip(self._sum / self._weight, 0.0, 1.0)
+        np.divide(self._sum, self._weight, out=self._sum)
+        return np.clip(self._sum, 0.0, 1.0, out=self._sum)
 
 
-def crop(frame: np.ndarray, rect: Rect) -> np.ndarray:
-    """The pixels of `rect` [h, w, C], quantised to what an 8-bit PNG holds.
+def crop_8bit(frame: np.ndarray, rect: Rect) -> np.ndarray:
+    """The pixels of `rect` [h, w, C] in 8 bits, as a PNG holds them.
 
     Every participant starts from the very same values this way: a stock worker only ever gets the
     tile as a PNG, so the master and the workers that could take floats get the PNG's values too.
     """
     pixels = frame[rect.y0 : rect.y1, rect.x0 : rect.x1]
-    return np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.float32) / np.float32(255.0)
+    return np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def crop(frame: np.ndarray, rect: Rect) -> np.ndarray:
+    """`crop_8bit` as float32 in 0..1: what a tile's LoadImage gives its VAEEncode."""
+    return crop_8bit(frame, rect).astype(np.float32) / np.float32(255.0)
 
 
 def pad_to_cells(pixels: np.ndarray) -> np.ndarray:

@@ -5,10 +5,11 @@ user's graph upstream of the upscale node's `model`, `positive`, `negative` and 
 loads the same checkpoint and encodes the same prompt itself), and for each tile a stock img2img
 chain: LoadImage (the tile, uploaded as an input file) -> VAEEncode -> KSampler (the tile's own
 seed) -> VAEDecode (or VAEDecodeTiled) -> PreviewImage. Several tiles may travel in one prompt; each
-chain ends in its own output node, named after the tile, so the results come back per tile.
+chain ends in its own output node, named after the tile, so the results come back per tile. A
+worker that runs this extension gets each tile's pixels instead of its PNG (transport/input_images.py).
 
-A `TilePlan` is what the dispatcher runs for one upscale: every tile of every frame, with the input
-file holding its pixels and its seed. Its shares are groups of consecutive tiles (`group_size`):
+A `TilePlan` is what the dispatcher runs for one upscale: every tile of every frame, with its pixels
+(held in memory, read-only) and its seed. Its shares are groups of consecutive tiles (`group_size`):
 a share's `BatchSlice` is a range of the plan's tile list, and its units are tiles, so the speed
 model learns seconds per tile whatever the grouping.
 
@@ -25,10 +26,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .. import graph
 from ..errors import PlanError
 from ..graph import Prompt
-from ..shares import BatchSlice, Share, ShareState, ShareWork
+from ..shares import BatchSlice, InputImage, Share, ShareState, ShareWork
+from ..transport.input_images import key_of
 from .tiles import Tile
 
 UPSCALE_CLASS = "DistributedUpscale"
@@ -36,6 +40,8 @@ SHARED_INPUTS = ("model", "positive", "negative", "vae")
 """The upscale node's inputs a worker computes itself from the user's graph."""
 SAMPLER_SETTINGS = ("steps", "cfg", "sampler_name", "scheduler", "denoise")
 OUTPUT_CLASS = "PreviewImage"
+TILE_FOLDER = "distributed_tiles"
+"""Where, in the master's input folder, tiles are written as PNGs for the workers that need files."""
 TILED_DECODE = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
 TARGET_SHARE_SECONDS = 3.0
 """A worker prompt should hold about this much tile work on the fastest participant: enough to
@@ -55,6 +61,10 @@ class TileRequest:
     """The input file holding the tile's pixels (a path under the master's input folder)."""
     seed: int
 
+    @property
+    def load_node(self) -> str:
+        return load_node(self.key)
+
 
 @dataclass(frozen=True)
 class UpscaleTemplate:
@@ -73,8 +83,8 @@ class UpscaleTemplate:
         vae = list(self.links["vae"])
         for tile in tiles:
             prefix = f"{tile.key}."
-            prompt[f"{prefix}load"] = {"class_type": "LoadImage", "inputs": {"image": tile.image}}
-            prompt[f"{prefix}encode"] = {"class_type": "VAEEncode", "inputs": {"pixels": [f"{prefix}load", 0], "vae": vae}}
+            prompt[tile.load_node] = {"class_type": "LoadImage", "inputs": {"image": tile.image}}
+            prompt[f"{prefix}encode"] = {"class_type": "VAEEncode", "inputs": {"pixels": [tile.load_node, 0], "vae": vae}}
             prompt[f"{prefix}sample"] = {"class_type": "KSampler", "inputs": {
                 "model": list(self.links["model"]), "positive": list(self.links["positive"]),
                 "negative": list(self.links["negative"]), "latent_image": [f"{prefix}encode", 0], "seed": tile.seed,
@@ -115,17 +125,36 @@ def upscale_template(prompt: Prompt, node_id: str) -> UpscaleTemplate:
     return UpscaleTemplate(upstream, links, settings, bool(inputs.get("tiled_decode", False)))
 
 
+def load_node(key: str) -> str:
+    """The node of a tile prompt that loads tile `key`'s pixels."""
+    return f"{key}.load"
+
+
 @dataclass(frozen=True)
 class PlannedTile:
-    """One tile as the master planned it: where its pixels are and how it is seeded."""
+    """One tile as the master planned it: its pixels and how it is seeded."""
 
     tile: Tile
-    image: str
-    """Its pixels (the region, padded to whole latent cells) as a PNG, relative to the master's input folder."""
+    image: InputImage
+    """Its pixels: the region, padded to whole latent cells, in 8 bits."""
     seed: int
-    height: int
-    width: int
-    """The padded size of `image`: what a worker's VAEDecode gives back."""
+
+    @classmethod
+    def of(cls, tile: Tile, pixels: np.ndarray, seed: int) -> PlannedTile:
+        """`pixels` uint8 [H, W, 3], kept read-only from here on (the plan crosses to the server loop)."""
+        pixels = np.ascontiguousarray(pixels)
+        pixels.flags.writeable = False
+        key = key_of(pixels)
+        return cls(tile, InputImage(key, pixels, f"{TILE_FOLDER}/{key[:32]}.png"), seed)
+
+    @property
+    def height(self) -> int:
+        """The padded height: what a worker's VAEDecode gives back."""
+        return int(self.image.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.pixels.shape[1])
 
 
 @dataclass(frozen=True)
@@ -167,9 +196,10 @@ class TilePlan:
     def share_work(self, index: int, batch: BatchSlice | None, expected_shapes: dict[str, tuple[int, ...]] | None = None) -> ShareWork:
         """A worker prompt rendering the share's tiles, each result checked against its tile's size."""
         chosen = self.indices(batch)
-        requests = [TileRequest(self.key(i), self.tiles[i].image, self.tiles[i].seed) for i in chosen]
+        requests = [TileRequest(self.key(i), self.tiles[i].image.file, self.tiles[i].seed) for i in chosen]
         sizes = {self.key(i): (self.tiles[i].height, self.tiles[i].width, 3) for i in chosen}
-        return ShareWork(self.template.tile_prompt(requests), tuple(sizes), max_images=1, image_sizes=sizes)
+        inputs = {load_node(self.key(i)): self.tiles[i].image for i in chosen}
+        return ShareWork(self.template.tile_prompt(requests), tuple(sizes), max_images=1, image_sizes=sizes, inputs=inputs)
 
     def describe(self, shares: Iterable[Share]) -> str:
         """The tiles of `shares`, for people: "frame 0 tile (0, 1), frame 0 tile (0, 2)"."""

@@ -107,6 +107,12 @@ class LinkMonitor:
         link.encoding = encoding
         return encoding
 
+    def encoding_to(self, worker_id: str, dtype: str | np.dtype) -> str:
+        """The encoding for data sent to the worker: as `choose` would pick it, from the bandwidth its
+        results came in at, without changing what is reported for them."""
+        link = self._links.get(worker_id)
+        return choose_encoding(link.bandwidth_bytes_per_s if link is not None else None, codec_costs(dtype))[0]
+
     def observe(self, worker_id: str, wire_bytes: int, seconds: float) -> None:
         if wire_bytes < self._min_sample_bytes or seconds <= 0:
             return

@@ -23,7 +23,9 @@ It serves stock workers and workers that run this extension alike. A worker whos
 lists this extension's sink node gets the fast result path (`sink`, `fetch`): the share ends in the
 sink instead of PreviewImage, and its arrays are streamed in the wire format, uint8 or unquantised
 floats, in the encoding its link calls for. Any other worker keeps the stock PNG path; both kinds
-serve shares of the same job.
+serve shares of the same job. Images the master holds in memory (upscale tiles) go the same two
+ways: as pixels to a worker that lists this extension's input node, as PNGs to any other
+(`input_images`).
 
 What the worker says is not trusted: its history entry counts only if it holds the client id this
 share was queued with, and its results must fit the `ResultLimits` of the job and the settings
@@ -50,7 +52,7 @@ from ..workers.failures import describe_execution_error
 from ..workers.orphans import ShareOwner
 from ..workers.pool import ClientPool
 from ..workers.stream import EventStream
-from . import fetch, preflight, sink
+from . import fetch, input_images, preflight, sink
 from .limits import ResultLimits
 from .link import LinkMonitor
 from .media import MediaUploader
@@ -115,6 +117,7 @@ class ShareRunner:
         self._clients = clients
         self._owner = owner
         self._object_info = ObjectInfoCache()
+        self._input_dir = input_dir
         self._media = MediaUploader(input_dir)
         self._cleanups: set[asyncio.Task] = set()
         """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
@@ -142,7 +145,14 @@ class ShareRunner:
         if fast:
             dtype = max((work.precisions.get(node_id, sink.DEFAULT_PRECISION) for node_id in collector_ids), key=PRECISIONS.index)
             prompt = sink.sink_prompt(prompt, collector_ids, work.precisions, self.links.choose(client.worker.id, dtype))
+        sends_pixels = bool(work.inputs) and await self.takes_pixels(client)
+        if sends_pixels:
+            prompt = input_images.source_prompt(prompt, work.inputs)
+        elif work.inputs and self._input_dir is not None:
+            await asyncio.to_thread(input_images.write_pngs, self._input_dir, work.inputs.values())
         prompt = await self.prepare(prompt, client)
+        if sends_pixels:
+            await input_images.send_inputs(client, work.inputs.values(), self.links.encoding_to(client.worker.id, "uint8"))
         client_id = self._owner.client_id(share_index)
         settings = self._registry.snapshot().settings
         heartbeat = max(1.0, settings.worker_timeout / 2)
@@ -203,6 +213,11 @@ class ShareRunner:
         """Whether the worker runs this extension too (its object info, cached, lists the sink node)."""
         info, _ = await self._object_info.get(client)
         return sink.SINK_CLASS in info.info
+
+    async def takes_pixels(self, client: WorkerClient) -> bool:
+        """Whether the worker takes in-memory images as pixels (its object info lists the input node)."""
+        info, _ = await self._object_info.get(client)
+        return input_images.INPUT_CLASS in info.info
 
     async def _watch_or_drop(
         self, client: WorkerClient, stream: EventStream, watch: _Watch, on_progress: ProgressCallback

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from distributed.jobs.tiles import border_steps, tile_grid
 from tests.conftest import OUTPUT_ROOT, Cluster
 from tests.fixtures.tiny_sd import (
     CHECKPOINT_NODE,
@@ -182,3 +183,47 @@ def test_a_stock_worker_and_an_extension_worker_render_tiles_of_one_picture(clus
     job = upscale_job(cluster, entry)
     assert {tile["participant"] for tile in job["tiles"]} == {"stock", "extension"}, job["tiles"]
     assert np.abs(together - alone).max() <= 2
+    # The stock worker loaded PNGs it was sent; the extension worker got pixels and no file at all,
+    # and the master keeps no tile once the picture is done.
+    assert list((cluster.workers["stock"].input_dir / "distributed_tiles").glob("*.png"))
+    assert not (extension_worker.input_dir / "distributed_tiles").exists()
+    assert not list((cluster.master.input_dir / "distributed_tiles").glob("*"))
+
+
+def test_tiles_of_a_smooth_picture_meet_without_a_seam(cluster: Cluster, checkpoint: str) -> None:
+    """The pass-through setting (denoise 0, and a VAE stand-in that packs pixels into the latent
+    exactly) returns every tile as it was cut: the upscale must then equal a plain Lanczos enlargement,
+    and no step across a tile border may stand out from the steps inside the tiles."""
+    side, upscale_by, tile, padding = 96, 2.0, 64, 16
+    # Smooth, but steep enough (waves of 24 and 32 px) that a tile put back one pixel off would show.
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
+    smooth = np.stack([0.5 + 0.4 * np.sin(xs * np.pi / 12), 0.5 + 0.4 * np.cos(ys * np.pi / 16), 0.2 + 0.6 * xs / side], axis=2)
+    cluster.master.input_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(smooth * 255).astype(np.uint8)).save(cluster.master.input_dir / "smooth.png")
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "smooth.png"}},
+        "4": {"class_type": "DistTestPassThroughVAE", "inputs": {}},
+        "5": {"class_type": "DistributedUpscale", "inputs": {
+            "image": ["3", 0], "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "vae": ["4", 0], "seed": 1,
+            "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 0.0, "upscale_by": upscale_by,
+            "tile_width": tile, "tile_height": tile, "tile_padding": padding, "mask_blur": 8}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "seams-tiled"}},
+        "7": {"class_type": "ImageScaleBy", "inputs": {"image": ["3", 0], "upscale_method": "lanczos", "scale_by": upscale_by}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "seams-plain"}},
+    }
+    cluster.use_workers("a", "b")  # they hold the test pack's VAE stand-in
+    entry = run_afresh(cluster, prompt)
+
+    def saved(node: str) -> np.ndarray:
+        (image,) = entry["outputs"][node]["images"]
+        return np.asarray(Image.open(cluster.master.output_dir / image["subfolder"] / image["filename"]), dtype=np.int16)
+
+    tiled, plain = saved("6"), saved("8")
+    job = upscale_job(cluster, entry)
+    assert {tile["participant"] for tile in job["tiles"]} & {"a", "b"}, job["tiles"]  # workers rendered some
+    assert tiled.shape == plain.shape == (192, 192, 3)
+    assert np.abs(tiled - plain).max() <= 2
+    at_border, inside = border_steps(tiled / 255.0, tile_grid(192, 192, tile, tile, padding))
+    assert inside > 0 and at_border <= inside + 2 / 255, (at_border, inside)

@@ -179,7 +179,50 @@ class DistTestSaveAudioArray:
         return {"ui": {"audio_arrays": [{"filename": name, "sample_rate": int(audio["sample_rate"])}]}}
 
 
+class PixelPackingVAE:
+    """A VAE stand-in that packs each 8x8 block of pixels into a latent cell's channels and back.
+
+    Exact and nearly free: with denoise 0 the sampler returns the latent untouched, so a tile comes
+    back with its pixels unchanged. That is the pass-through an upscale's seam test and benchmark need
+    (the tiny checkpoint's VAE darkens and flattens a picture, and costs a minute a tile on a CPU).
+    Only the methods the stock VAEEncode, VAEDecode and VAEDecodeTiled call are here.
+    """
+
+    CELL = 8
+
+    def encode(self, pixels):
+        return torch.nn.functional.pixel_unshuffle(pixels.movedim(-1, 1), self.CELL)
+
+    def decode(self, latent):
+        return torch.nn.functional.pixel_shuffle(latent, self.CELL).movedim(1, -1)
+
+    def decode_tiled(self, samples, **_tiling):
+        return self.decode(samples)
+
+    def spacial_compression_decode(self):
+        return self.CELL
+
+    def temporal_compression_decode(self):
+        return None
+
+
+class DistTestPassThroughVAE:
+    """Loads the pass-through VAE stand-in (see PixelPackingVAE)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load"
+    CATEGORY = "distributed_tests"
+
+    def load(self):
+        return (PixelPackingVAE(),)
+
+
 NODE_CLASS_MAPPINGS = {
+    "DistTestPassThroughVAE": DistTestPassThroughVAE,
     "DistTestSeedStamp": DistTestSeedStamp,
     "DistTestNoise": DistTestNoise,
     "DistTestSleep": DistTestSleep,

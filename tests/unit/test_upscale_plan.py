@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from distributed.errors import PlanError
@@ -34,7 +35,7 @@ def upscale_prompt(**overrides: Any) -> dict[str, Any]:
 
 def tile_plan(tiles: int = 4) -> TilePlan:
     grid = tile_grid(64 * tiles, 64, 64, 64, 8)
-    planned = tuple(PlannedTile(tile, f"distributed_tiles/{i}.png", tile_seed(7, tile), 72, 80) for i, tile in enumerate(grid))
+    planned = tuple(PlannedTile.of(tile, np.full((72, 80, 3), i, dtype=np.uint8), tile_seed(7, tile)) for i, tile in enumerate(grid))
     return TilePlan(upscale_template(upscale_prompt(), "20"), planned, "20")
 
 
@@ -46,7 +47,10 @@ def test_a_worker_gets_the_loaders_and_one_stock_chain_per_tile_but_not_the_imag
     assert {"1", "2", "3"} <= set(classes) and "8" not in classes and "20" not in classes
     assert work.collector_ids == ("tile1", "tile2")
     assert classes["tile1"] == "PreviewImage" and classes["tile1.sample"] == "KSampler"
-    assert work.prompt["tile2.load"]["inputs"]["image"] == "distributed_tiles/2.png"
+    assert work.prompt["tile2.load"]["inputs"]["image"] == plan.tiles[2].image.file
+    assert plan.tiles[2].image.file.startswith("distributed_tiles/") and plan.tiles[2].image.file.endswith(".png")
+    assert work.inputs == {"tile1.load": plan.tiles[1].image, "tile2.load": plan.tiles[2].image}
+    assert not plan.tiles[2].image.pixels.flags.writeable
     assert work.prompt["tile2.sample"]["inputs"]["seed"] == plan.tiles[2].seed
     assert work.image_sizes == {"tile1": (72, 80, 3), "tile2": (72, 80, 3)} and work.max_images == 1
 
