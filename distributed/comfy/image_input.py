@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..transport.input_images import INPUT_CLASS, INPUT_DISPLAY_NAME, INPUTS_PATH
 from ..transport.input_store import InputStore, make_inputs_handler
-from .result_sink import purging
+from .result_sink import serve_store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PURGE_INTERVAL_S = 60.0
@@ -57,8 +57,5 @@ def install(server: Any, guard: Callable[[Handler], Handler], store: InputStore 
     Call before ComfyUI adds its route table.
     """
     store = store if store is not None else InputStore()
-    handler = guard(make_inputs_handler(store))
-    server.routes.head(INPUTS_PATH)(handler)
-    server.routes.put(INPUTS_PATH)(handler)
-    server.app.cleanup_ctx.append(lambda app: purging(store, PURGE_INTERVAL_S))
+    serve_store(server, INPUTS_PATH, ("HEAD", "PUT"), guard(make_inputs_handler(store)), store, PURGE_INTERVAL_S)
     return store

@@ -117,15 +117,20 @@ def install(server: Any, guard: Callable[[Handler], Handler], store: ResultStore
     visits must not be able to take (or probe) it. Call before ComfyUI adds its route table.
     """
     store = store if store is not None else ResultStore()
-    handler = guard(make_results_handler(store))
-    server.routes.get(RESULTS_PATH)(handler)
-    server.routes.delete(RESULTS_PATH)(handler)
-    server.app.cleanup_ctx.append(lambda app: purging(store, purge_interval_s))
+    serve_store(server, RESULTS_PATH, ("GET", "DELETE"), guard(make_results_handler(store)), store, purge_interval_s)
     return store
 
 
 class Expiring(Protocol):
     def purge_expired(self) -> int: ...
+
+
+def serve_store(server: Any, path: str, methods: tuple[str, ...], handler: Handler, store: Expiring, purge_interval_s: float) -> None:
+    """Serves `handler` on `path` for `methods`, and purges `store` every `purge_interval_s` while
+    the server runs: a worker's in-memory store must empty itself when no master comes back."""
+    for method in methods:
+        server.routes.route(method, path)(handler)
+    server.app.cleanup_ctx.append(lambda app: _purging(store, purge_interval_s))
 
 
 async def _purge_periodically(store: Expiring, interval_s: float) -> None:
@@ -134,7 +139,7 @@ async def _purge_periodically(store: Expiring, interval_s: float) -> None:
         store.purge_expired()
 
 
-async def purging(store: Expiring, interval_s: float) -> AsyncIterator[None]:
+async def _purging(store: Expiring, interval_s: float) -> AsyncIterator[None]:
     """An aiohttp cleanup context that purges `store` every `interval_s` while the server runs."""
     task = asyncio.ensure_future(_purge_periodically(store, interval_s))
     yield
