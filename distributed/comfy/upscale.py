@@ -24,7 +24,8 @@ import torch
 
 from ..errors import DistributedError
 from ..jobs.tiles import Canvas, Tile, crop, crop_8bit, pad_to_cells, tile_grid, tile_seed
-from ..jobs.upscale_plan import PlannedTile, TilePlan, upscale_template
+from ..jobs.upscale_plan import TILE_FOLDER, PlannedTile, TilePlan, upscale_template
+from ..transport.input_images import clear_pngs
 from .bridge import Interrupted, JobBridge, bound
 from .collectors import interrupted
 from .result_sink import comfy_prompt_id
@@ -144,6 +145,8 @@ def distribute(bridge: JobBridge, prompt: dict, node_id: str, seed: int, frames:
     master's input folder when a stock worker needs them), and this thread blends what comes in and
     renders what the dispatcher gives the master."""
     template = upscale_template(prompt, node_id)
+    input_dir = Path(folder_paths.get_input_directory())
+    clear_pngs(input_dir, TILE_FOLDER)
     planned = tuple(PlannedTile.of(tile, pad_to_cells(crop_8bit(frames[tile.frame], tile.region)[:, :, :3]), tile_seed(seed, tile))
                     for tile in tiles)
     try:
@@ -163,9 +166,7 @@ def distribute(bridge: JobBridge, prompt: dict, node_id: str, seed: int, frames:
         finally:
             bridge.end_tiles(job_id)
     finally:
-        input_dir = Path(folder_paths.get_input_directory())
-        for tile in planned:
-            (input_dir / tile.image.file).unlink(missing_ok=True)
+        clear_pngs(input_dir, TILE_FOLDER)
 
 
 def enlarge(image: torch.Tensor, width: int, height: int, upscale_model: Any) -> np.ndarray:

@@ -699,6 +699,8 @@ class Dispatcher:
         if not job.finished.is_set() and not job.queue.is_finished():
             await self.cancel(job_id, job.error or "the Distributed Upscale node ended before every tile was in")
         job.results.clear()  # every tile in: the run loop, already woken, ends the job as done
+        if isinstance(job.plan, TilePlan):
+            job.plan = job.plan.without_pixels()  # kept with the finished job for its tile map only
 
     # --- bookkeeping ----------------------------------------------------------------------
 

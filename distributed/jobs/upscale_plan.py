@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,8 @@ SHARED_INPUTS = ("model", "positive", "negative", "vae")
 """The upscale node's inputs a worker computes itself from the user's graph."""
 SAMPLER_SETTINGS = ("steps", "cfg", "sampler_name", "scheduler", "denoise")
 OUTPUT_CLASS = "PreviewImage"
+NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
+"""A finished job's tiles: their pixels are not kept once the upscale node is done."""
 TILE_FOLDER = "distributed_tiles"
 """Where, in the master's input folder, tiles are written as PNGs for the workers that need files."""
 TILED_DECODE = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8}
@@ -138,6 +140,9 @@ class PlannedTile:
     image: InputImage
     """Its pixels: the region, padded to whole latent cells, in 8 bits."""
     seed: int
+    height: int
+    width: int
+    """The padded size: what a worker's VAEDecode gives back."""
 
     @classmethod
     def of(cls, tile: Tile, pixels: np.ndarray, seed: int) -> PlannedTile:
@@ -145,16 +150,7 @@ class PlannedTile:
         pixels = np.ascontiguousarray(pixels)
         pixels.flags.writeable = False
         key = key_of(pixels)
-        return cls(tile, InputImage(key, pixels, f"{TILE_FOLDER}/{key[:32]}.png"), seed)
-
-    @property
-    def height(self) -> int:
-        """The padded height: what a worker's VAEDecode gives back."""
-        return int(self.image.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.image.pixels.shape[1])
+        return cls(tile, InputImage(key, pixels, f"{TILE_FOLDER}/{key[:32]}.png"), seed, pixels.shape[0], pixels.shape[1])
 
 
 @dataclass(frozen=True)
@@ -170,6 +166,10 @@ class TilePlan:
     """A tile job has no collector: its results are checked by `ShareWork.image_sizes` instead."""
     audio_collectors: tuple[str, ...] = ()
     split: bool = False
+
+    def without_pixels(self) -> TilePlan:
+        """The plan as a finished job keeps it (for its tile map): the tiles' pixels let go."""
+        return replace(self, tiles=tuple(replace(tile, image=replace(tile.image, pixels=NO_PIXELS)) for tile in self.tiles))
 
     @functools.cached_property
     def workflow_key(self) -> str:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ INPUTS_PATH = "/distributed/inputs/{key}"
 MAX_INPUT_BYTES = 512 << 20
 """The largest image a worker takes: a 8192 px tile with 1024 px of context on each side, and more."""
 _KEY = re.compile(r"[0-9a-f]{64}")
+
+logger = logging.getLogger(__name__)
 
 
 def key_of(pixels: np.ndarray) -> str:
@@ -59,18 +62,44 @@ def source_prompt(prompt: Prompt, inputs: Mapping[str, InputImage]) -> Prompt:
     return rewritten
 
 
+class PixelsRefused(WorkerFailed):
+    """The worker's inputs route is missing or refuses the body (a proxy in front of it, say): the
+    runner sends this worker PNGs instead, from now on."""
+
+
+REFUSING = frozenset({404, 405, 413})
+"""Answers to a PUT that say the route cannot take pixels at all, rather than that this body was bad."""
+
+
 async def send_inputs(client: WorkerClient, images: Iterable[InputImage], encoding: str) -> None:
-    """Makes sure the worker holds every image, sending those it lacks. Raises WorkerFailed naming
-    the image when the worker refuses one."""
+    """Makes sure the worker holds every image, sending those it lacks, streamed as it is encoded (a
+    thread encodes one piece ahead of the socket). Raises WorkerFailed naming the image when the
+    worker does not take one, PixelsRefused when its route cannot take pixels at all."""
     for image in {image.key: image for image in images}.values():
         status, _ = await client.send("HEAD", input_path(image.key))
         if status == 200:
             continue
-        body = await asyncio.to_thread(lambda image=image: b"".join(wire.encode(image.pixels, encoding)))
-        status, answer = await client.send("PUT", input_path(image.key), data=body, data_size=len(body))
+        status, answer = await client.send("PUT", input_path(image.key), data=_encoded(image.pixels, encoding),
+                                           data_size=image.pixels.nbytes)
         if status != 201:
             reason = answer.get("error") if isinstance(answer, dict) else None
-            raise WorkerFailed(client.name, f"did not take the image {image.file} (HTTP {status}: {reason or 'no reason given'})")
+            error = PixelsRefused if status in REFUSING else WorkerFailed
+            raise error(client.name, f"did not take the pixels of tile image {image.key[:12]} (HTTP {status}: "
+                                     f"{reason or 'no reason given'})")
+
+
+async def _encoded(pixels: np.ndarray, encoding: str) -> AsyncIterator[bytes]:
+    pieces = wire.encode(pixels, encoding)
+    try:
+        while (piece := await asyncio.to_thread(_next_bytes, pieces)) is not None:
+            yield piece
+    finally:
+        pieces.close()
+
+
+def _next_bytes(pieces: Iterator[bytes | memoryview]) -> bytes | None:
+    piece = next(pieces, None)
+    return None if piece is None else bytes(piece)
 
 
 def write_pngs(input_dir: Path, images: Iterable[InputImage]) -> None:
@@ -84,5 +113,18 @@ def write_pngs(input_dir: Path, images: Iterable[InputImage]) -> None:
         buffer = io.BytesIO()
         Image.fromarray(image.pixels).save(buffer, format="PNG", compress_level=1)
         partial = path.with_name(f".{path.name}.{os.getpid()}.{id(buffer)}.part")
-        partial.write_bytes(buffer.getvalue())
-        os.replace(partial, path)
+        try:
+            partial.write_bytes(buffer.getvalue())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def clear_pngs(input_dir: Path, folder: str) -> None:
+    """Removes every file of `folder` in the master's input folder: the tiles' scratch space, emptied
+    when an upscale starts and when it ends (a PNG a cancelled share wrote late goes at the next start)."""
+    for path in (input_dir / folder).glob("*"):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            logger.warning("Cannot remove the tile file %s: %s", path, error)

@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 900.0
 DEFAULT_MAX_BYTES = 2 << 30
-RECEIVING_AT_ONCE = 4
+RECEIVING_AT_ONCE = 2
+MAX_BODY_BYTES = MAX_INPUT_BYTES + (1 << 20)
+"""The largest image with its framing (a header, a few bytes a block, a trailer)."""
+BUSY_WAIT_S = 30.0
 
 
 @dataclass
@@ -102,12 +105,14 @@ class InputStore:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_inputs_handler(store: InputStore, receiving_at_once: int = RECEIVING_AT_ONCE) -> Handler:
+def make_inputs_handler(store: InputStore, receiving_at_once: int = RECEIVING_AT_ONCE, busy_wait_s: float = BUSY_WAIT_S) -> Handler:
     """Handler for HEAD and PUT on INPUTS_PATH: HEAD answers 200 when the image is held, 404 if not;
     PUT decodes the body off the loop, checks it against the key, and keeps it (201).
 
-    At most `receiving_at_once` bodies are decoded together, each within the deadline its size
-    allows, so senders that trickle bytes cannot make the worker hold many half-received images.
+    At most `receiving_at_once` bodies are decoded together, each within the deadline the largest
+    image allows, so senders that trickle bytes cannot make the worker hold many half-received
+    images; a body that finds every slot taken for `busy_wait_s` is answered 503 (the master then
+    fails the share on this worker, naming it, and the tile runs elsewhere).
     """
     receiving = asyncio.Semaphore(receiving_at_once)
 
@@ -117,16 +122,25 @@ def make_inputs_handler(store: InputStore, receiving_at_once: int = RECEIVING_AT
             return web.json_response(error_body("key: must be the image's SHA-256, 64 lowercase hex digits", "key"), status=400)
         if request.method == "HEAD":
             return web.Response(status=200 if store.get(key) is not None else 404)
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return web.json_response(error_body(f"body: more than {MAX_INPUT_BYTES >> 20} MiB", "body"), status=413)
+        try:
+            async with asyncio.timeout(busy_wait_s):
+                await receiving.acquire()
+        except TimeoutError:
+            return web.json_response(error_body("body: busy receiving other images; try again", "body"), status=503)
         decoder = wire.Decoder(f"the image sent as {key}", expected_dtype="uint8", expected_shape=(None, None, 3),
                                max_bytes=MAX_INPUT_BYTES)
         try:
-            async with receiving, asyncio.timeout(transfer_deadline(MAX_INPUT_BYTES)):
+            async with asyncio.timeout(transfer_deadline(MAX_INPUT_BYTES)):
                 pixels = await wire.read_stream(request.content, decoder)
                 matches = await asyncio.to_thread(key_of, pixels) == key
         except wire.WireError as error:
             return web.json_response(error_body(f"body: {error.cause}", "body"), status=400)
         except TimeoutError:
             return web.json_response(error_body("body: not received in time", "body"), status=408)
+        finally:
+            receiving.release()
         if not matches:
             return web.json_response(error_body("body: the pixels do not hash to the key they were sent under", "body"), status=400)
         store.put(key, pixels)

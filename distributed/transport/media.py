@@ -77,7 +77,7 @@ class MediaUploader:
             return prompt
         files = await asyncio.to_thread(self._inspect, {value for _, _, value in wanted})
         prepared = copy.deepcopy(prompt)
-        uploads = self._workers.setdefault(f"{client.worker.id}@{client.worker.base_url}", _WorkerUploads())
+        uploads = self._workers.setdefault(client.identity, _WorkerUploads())
         async with uploads.lock:
             for node_id, input_name, value in wanted:
                 local = files.get(value)

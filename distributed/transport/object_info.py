@@ -33,7 +33,7 @@ class ObjectInfoCache:
 
     async def get(self, client: WorkerClient, fresh: bool = False) -> tuple[ObjectInfo, bool]:
         """(object info, whether it came from the cache); one fetch at a time per worker."""
-        key = f"{client.worker.id}@{client.worker.base_url}"
+        key = client.identity
         entry = self._entries.get(key)
         if entry is not None and not fresh and time.time() - entry.fetched_at < self._ttl:
             return entry, True

@@ -119,6 +119,8 @@ class ShareRunner:
         self._object_info = ObjectInfoCache()
         self._input_dir = input_dir
         self._media = MediaUploader(input_dir)
+        self._pixels_refused: set[str] = set()
+        """Workers (id@address) whose inputs route refused pixels: they get PNGs."""
         self._cleanups: set[asyncio.Task] = set()
         """Cancellations sent to workers in the background, so a frozen worker never holds up a job."""
         self._activity: dict[str, float] = {}
@@ -145,14 +147,7 @@ class ShareRunner:
         if fast:
             dtype = max((work.precisions.get(node_id, sink.DEFAULT_PRECISION) for node_id in collector_ids), key=PRECISIONS.index)
             prompt = sink.sink_prompt(prompt, collector_ids, work.precisions, self.links.choose(client.worker.id, dtype))
-        sends_pixels = bool(work.inputs) and await self.takes_pixels(client)
-        if sends_pixels:
-            prompt = input_images.source_prompt(prompt, work.inputs)
-        elif work.inputs and self._input_dir is not None:
-            await asyncio.to_thread(input_images.write_pngs, self._input_dir, work.inputs.values())
-        prompt = await self.prepare(prompt, client)
-        if sends_pixels:
-            await input_images.send_inputs(client, work.inputs.values(), self.links.encoding_to(client.worker.id, "uint8"))
+        prompt = await self._with_inputs(prompt, work, client)
         client_id = self._owner.client_id(share_index)
         settings = self._registry.snapshot().settings
         heartbeat = max(1.0, settings.worker_timeout / 2)
@@ -209,13 +204,32 @@ class ShareRunner:
             raise WorkerRejected(client.name, problem)
         return await self._media.prepare(review.prompt, info.info, info.fetched_at, client)
 
+    async def _with_inputs(self, prompt: Prompt, work: ShareWork, client: WorkerClient) -> Prompt:
+        """The prepared prompt (`prepare`), with the share's in-memory images on the worker: as pixels
+        when it takes them, else as PNGs. A worker whose inputs route refuses pixels outright gets PNGs
+        from then on, this share included."""
+        if work.inputs and await self.takes_pixels(client):
+            try:
+                prepared = await self.prepare(input_images.source_prompt(prompt, work.inputs), client)
+                await input_images.send_inputs(client, work.inputs.values(), self.links.encoding_to(client.worker.id, "uint8"))
+                return prepared
+            except input_images.PixelsRefused as error:
+                logger.warning("Worker %s refused tile pixels (%s); it gets PNGs from now on", client.name, error.cause)
+                self._pixels_refused.add(client.identity)
+        if work.inputs and self._input_dir is not None:
+            await asyncio.to_thread(input_images.write_pngs, self._input_dir, work.inputs.values())
+        return await self.prepare(prompt, client)
+
     async def has_fast_path(self, client: WorkerClient) -> bool:
         """Whether the worker runs this extension too (its object info, cached, lists the sink node)."""
         info, _ = await self._object_info.get(client)
         return sink.SINK_CLASS in info.info
 
     async def takes_pixels(self, client: WorkerClient) -> bool:
-        """Whether the worker takes in-memory images as pixels (its object info lists the input node)."""
+        """Whether the worker takes in-memory images as pixels: its object info lists the input node,
+        and its route has not refused them."""
+        if client.identity in self._pixels_refused:
+            return False
         info, _ = await self._object_info.get(client)
         return input_images.INPUT_CLASS in info.info
 

@@ -116,6 +116,11 @@ class WorkerClient:
     def name(self) -> str:
         return self.worker.name
 
+    @property
+    def identity(self) -> str:
+        """The worker by id and address, for what is remembered per worker: a re-pointed id is another worker."""
+        return f"{self.worker.id}@{self.worker.base_url}"
+
     def url(self, path: str) -> str:
         return self.worker.base_url + path
 

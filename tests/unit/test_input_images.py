@@ -3,6 +3,7 @@ master's sender (real WorkerClient), the prompt rewrite, and the PNGs stock work
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,9 +17,19 @@ from distributed.config.models import WorkerConfig
 from distributed.errors import WorkerFailed
 from distributed.shares import InputImage
 from distributed.transport import wire
-from distributed.transport.input_images import INPUT_CLASS, INPUTS_PATH, input_path, key_of, send_inputs, source_prompt, write_pngs
-from distributed.transport.input_store import InputStore, make_inputs_handler
+from distributed.transport.input_images import (
+    INPUT_CLASS,
+    INPUTS_PATH,
+    clear_pngs,
+    input_path,
+    key_of,
+    send_inputs,
+    source_prompt,
+    write_pngs,
+)
+from distributed.transport.input_store import MAX_BODY_BYTES, InputStore, make_inputs_handler
 from distributed.workers.pool import ClientPool
+from tests.harness import wait_until_async
 
 
 def image(seed: int, height: int = 24, width: int = 32) -> InputImage:
@@ -33,7 +44,7 @@ class Worker:
     def __init__(self, store: InputStore) -> None:
         self.store = store
         self.methods: list[str] = []
-        handler = make_inputs_handler(store)
+        handler = make_inputs_handler(store, receiving_at_once=1, busy_wait_s=0.5)
 
         @web.middleware
         async def count(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
@@ -77,7 +88,7 @@ async def test_pixels_that_do_not_hash_to_their_key_are_refused_and_change_nothi
     honest, other = image(1), image(2)
     forged = InputImage(honest.key, other.pixels, honest.file)
 
-    with pytest.raises(WorkerFailed, match=r"did not take the image distributed_tiles/.*HTTP 400: body: the pixels do not hash"):
+    with pytest.raises(WorkerFailed, match=r"did not take the pixels of tile image \w{12} \(HTTP 400: body: the pixels do not hash"):
         await send_inputs(clients.client(config), [forged], "raw")
 
     assert fake.store.get(honest.key) is None
@@ -142,3 +153,43 @@ def test_a_stock_worker_s_png_holds_the_very_pixels_and_is_written_once(tmp_path
     assert np.array_equal(np.asarray(Image.open(path)), tile.pixels)
     assert path.stat().st_mtime_ns == written_at
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no partial file left beside it
+
+
+async def test_a_body_over_the_cap_is_refused_before_it_is_read_and_a_busy_worker_says_so(
+    worker: tuple[Worker, WorkerConfig, ClientPool],
+) -> None:
+    fake, config, clients = worker
+    client = clients.client(config)
+    tile = image(6)
+    reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
+    writer.write(f"PUT {input_path(tile.key)} HTTP/1.1\r\nHost: w\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)  # answered with no byte of the body sent
+    writer.close()
+    assert status_line.split()[1] == b"413"
+
+    release = asyncio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"".join(wire.encode(tile.pixels))[:10]
+        await release.wait()
+
+    stuck = asyncio.ensure_future(client.send("PUT", input_path(tile.key), data=trickle(), data_size=16))
+    try:
+        await wait_until_async(lambda: fake.methods.count("PUT") == 2, 5, message="the trickling body to hold the only slot")
+        status, body = await client.send("PUT", input_path(image(7).key), data=b"", data_size=1)
+        assert (status, body["field"]) == (503, "body") and "busy" in body["error"]
+    finally:
+        release.set()
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)
+
+
+def test_the_tile_folder_is_emptied_whatever_is_in_it(tmp_path: Path) -> None:
+    write_pngs(tmp_path, [image(8), image(9)])
+    (tmp_path / "distributed_tiles" / ".late.png.part").write_bytes(b"x")
+    (tmp_path / "cat.png").write_bytes(b"x")
+
+    clear_pngs(tmp_path, "distributed_tiles")
+
+    assert not list((tmp_path / "distributed_tiles").iterdir()) and (tmp_path / "cat.png").exists()

@@ -20,7 +20,8 @@ from PIL import Image
 
 from distributed.config.models import WorkerConfig
 from distributed.errors import WorkerStalled
-from distributed.shares import ShareProgress, ShareWork
+from distributed.shares import InputImage, ShareProgress, ShareWork
+from distributed.transport.input_images import INPUT_CLASS, INPUTS_PATH, key_of
 from distributed.transport.runner import ShareRunner
 from distributed.workers.orphans import ShareOwner
 from distributed.workers.pool import ClientPool
@@ -187,3 +188,57 @@ async def test_a_share_waiting_in_a_queue_that_moves_is_not_stalled(served: tupl
     result = await asyncio.wait_for(setup.runner.run(WORK, setup.worker, 1, lambda progress: None), 10)
 
     assert result.outputs["4"].shape == (1, 4, 6, 3)
+
+
+@dataclass
+class ProxiedWorker(FakeWorker):
+    """A worker that runs this extension behind a proxy that refuses PUT: its inputs route answers
+    HEAD (nothing held) but a tile's pixels cannot reach it. ComfyUI's own upload still works."""
+
+    requests: list[str] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = super().app()
+        app.router.add_route("HEAD", INPUTS_PATH, self.held)
+        app.router.add_post("/upload/image", self.upload)
+        return app
+
+    async def object_info(self, request: web.Request) -> web.Response:
+        node = {"input": {"required": {}}}
+        load = {"input": {"required": {"image": [[], {"image_upload": True}]}}}
+        return web.json_response({"Loader": node, "Stamp": node, "PreviewImage": node, "LoadImage": load, INPUT_CLASS: node})
+
+    async def held(self, request: web.Request) -> web.Response:
+        self.requests.append("HEAD")
+        return web.Response(status=404)
+
+    async def upload(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.requests.append("upload")
+        return web.json_response({"name": form["image"].filename, "subfolder": form["subfolder"], "type": "input"})
+
+
+async def test_a_worker_whose_route_refuses_pixels_gets_the_tile_as_a_png_now_and_from_then_on(tmp_path: Path) -> None:
+    fake = ProxiedWorker(runs_to_the_end)
+    server = TestServer(fake.app())
+    await server.start_server()
+    pixels = np.full((8, 8, 3), 7, dtype=np.uint8)
+    tile = InputImage(key_of(pixels), pixels, "distributed_tiles/t.png")
+    work = ShareWork({**WORK.prompt, "t.load": {"class_type": "LoadImage", "inputs": {"image": tile.file}}}, WORK.collector_ids,
+                     inputs={"t.load": tile})
+    registry = write_registry(tmp_path / "workers.json", [], stall_timeout=5)
+    clients = ClientPool()
+    runner = ShareRunner(registry, clients, ShareOwner("m1"), input_dir=tmp_path)
+    worker = WorkerConfig(id="w", name="Fake", type="remote", host="127.0.0.1", port=server.port)
+    try:
+        result = await asyncio.wait_for(runner.run(work, worker, 1, lambda progress: None), 10)
+        takes_pixels_afterwards = await runner.takes_pixels(clients.client(worker))
+    finally:
+        await clients.close()
+        await server.close()
+
+    assert result.outputs["4"].shape == (1, 4, 6, 3)
+    assert fake.requests == ["HEAD", "upload"]  # the PUT was refused (405), then the PNG went up
+    assert fake.submitted[0]["prompt"]["t.load"] == {"class_type": "LoadImage", "inputs": {"image": "distributed_tiles/t.png"}}
+    assert np.array_equal(np.asarray(Image.open(tmp_path / tile.file)), pixels)
+    assert not takes_pixels_afterwards

@@ -114,6 +114,9 @@ async def test_a_job_whose_last_tile_the_master_rendered_ends_done_not_cancelled
     assert job is not None
     await asyncio.wait_for(job.finished.wait(), 5)
     assert job.state.value == "done" and job.error is None
+    # The finished job keeps its tile map, not the tiles' pixels.
+    assert isinstance(job.plan, TilePlan) and all(tile.image.pixels.size == 0 for tile in job.plan.tiles)
+    assert job.snapshot()["tiles"][0]["width"] == 64
 
 
 async def test_ending_the_node_early_cancels_the_job_and_its_shares(tmp_path: Path) -> None:
