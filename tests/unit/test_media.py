@@ -22,6 +22,7 @@ class RecordingWorker:
     def __init__(self) -> None:
         self.worker = WorkerConfig(id="w", name="W", port=1)
         self.name = self.worker.name
+        self.identity = f"{self.worker.id}@{self.worker.base_url}"
         self.uploads: list[tuple[str, str, bytes]] = []
 
     async def upload_input(self, file: BinaryIO, name: str, subfolder: str, size: int) -> str:
