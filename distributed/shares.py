@@ -78,6 +78,8 @@ class ShareWork:
     against before the master allocates anything for it."""
     inputs: dict[str, InputImage] = field(default_factory=dict)
     """Node id of a `LoadImage` in `prompt` -> the image it loads, when the master holds it in memory."""
+    ahead: tuple[InputImage, ...] = ()
+    """Images the next shares will load: their PNGs are written meanwhile for workers that take files."""
 
 
 @dataclass(frozen=True)

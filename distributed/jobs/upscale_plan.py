@@ -48,6 +48,9 @@ TILED_DECODE = {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_
 TARGET_SHARE_SECONDS = 3.0
 """A worker prompt should hold about this much tile work on the fastest participant: enough to
 hide the per-prompt overhead (queue, upload, fetch), short enough to keep the end balanced."""
+WRITE_AHEAD_SHARES = 3
+"""A share that goes to a worker that takes files has the tiles of the next shares written as PNGs
+meanwhile, so the next stock worker does not wait for their encoding."""
 SHARES_PER_PARTICIPANT = 4
 """Grouping never leaves fewer than this many shares per participant, so a slow one still gets a
 fair part and the last shares can go to whoever is free."""
@@ -199,7 +202,9 @@ class TilePlan:
         requests = [TileRequest(self.key(i), self.tiles[i].image.file, self.tiles[i].seed) for i in chosen]
         sizes = {self.key(i): (self.tiles[i].height, self.tiles[i].width, 3) for i in chosen}
         inputs = {load_node(self.key(i)): self.tiles[i].image for i in chosen}
-        return ShareWork(self.template.tile_prompt(requests), tuple(sizes), max_images=1, image_sizes=sizes, inputs=inputs)
+        following = range(chosen.stop, min(len(self.tiles), chosen.stop + WRITE_AHEAD_SHARES * len(chosen)))
+        return ShareWork(self.template.tile_prompt(requests), tuple(sizes), max_images=1, image_sizes=sizes, inputs=inputs,
+                         ahead=tuple(self.tiles[i].image for i in following))
 
     def describe(self, shares: Iterable[Share]) -> str:
         """The tiles of `shares`, for people: "frame 0 tile (0, 1), frame 0 tile (0, 2)"."""

@@ -46,7 +46,7 @@ from ..config.models import WorkerConfig
 from ..config.registry import Registry
 from ..errors import BadResult, WorkerFailed, WorkerLost, WorkerRejected, WorkerStalled, WorkerUnavailable
 from ..graph import Prompt
-from ..shares import PRECISIONS, NodeCount, ShareProgress, ShareResult, ShareWork
+from ..shares import PRECISIONS, InputImage, NodeCount, ShareProgress, ShareResult, ShareWork
 from ..workers.client import WorkerClient
 from ..workers.failures import describe_execution_error
 from ..workers.orphans import ShareOwner
@@ -119,6 +119,8 @@ class ShareRunner:
         self._object_info = ObjectInfoCache()
         self._input_dir = input_dir
         self._media = MediaUploader(input_dir)
+        self._png_writes: dict[str, asyncio.Future[None]] = {}
+        """Tile PNGs being written (by file), for the share that needs them or ahead of the next ones."""
         self._pixels_refused: set[str] = set()
         """Workers (id@address) whose inputs route refused pixels: they get PNGs."""
         self._cleanups: set[asyncio.Task] = set()
@@ -217,8 +219,21 @@ class ShareRunner:
                 logger.warning("Worker %s refused tile pixels (%s); it gets PNGs from now on", client.name, error.cause)
                 self._pixels_refused.add(client.identity)
         if work.inputs and self._input_dir is not None:
-            await asyncio.to_thread(input_images.write_pngs, self._input_dir, work.inputs.values())
+            await asyncio.gather(*(self._png_written(image) for image in work.inputs.values()))
+            for image in work.ahead:
+                self._png_written(image)
         return await self.prepare(prompt, client)
+
+    def _png_written(self, image: InputImage) -> asyncio.Future[None]:
+        """The writing of the image's PNG into the master's input folder (one at a time per file; a
+        file already there is left as it is)."""
+        assert self._input_dir is not None
+        writing = self._png_writes.get(image.file)
+        if writing is None:
+            writing = asyncio.ensure_future(asyncio.to_thread(input_images.write_pngs, self._input_dir, [image]))
+            self._png_writes[image.file] = writing
+            writing.add_done_callback(lambda done: _forget_write(self._png_writes, image.file, done))
+        return writing
 
     async def has_fast_path(self, client: WorkerClient) -> bool:
         """Whether the worker runs this extension too (its object info, cached, lists the sink node)."""
@@ -340,6 +355,12 @@ class ShareRunner:
             if time.monotonic() > deadline:
                 raise WorkerLost(client.name, f"reported success but its history has no entry for {prompt_id}")
             await asyncio.sleep(0.05)
+
+
+def _forget_write(writes: dict[str, asyncio.Future[None]], file: str, done: asyncio.Future[None]) -> None:
+    writes.pop(file, None)
+    if not done.cancelled() and done.exception() is not None:
+        logger.warning("Could not write the tile file %s: %s", file, done.exception())
 
 
 def _node_id(value: object) -> str | None:

@@ -222,10 +222,11 @@ async def test_a_worker_whose_route_refuses_pixels_gets_the_tile_as_a_png_now_an
     fake = ProxiedWorker(runs_to_the_end)
     server = TestServer(fake.app())
     await server.start_server()
-    pixels = np.full((8, 8, 3), 7, dtype=np.uint8)
+    pixels, later = np.full((8, 8, 3), 7, dtype=np.uint8), np.full((8, 8, 3), 9, dtype=np.uint8)
     tile = InputImage(key_of(pixels), pixels, "distributed_tiles/t.png")
+    next_tile = InputImage(key_of(later), later, "distributed_tiles/next.png")
     work = ShareWork({**WORK.prompt, "t.load": {"class_type": "LoadImage", "inputs": {"image": tile.file}}}, WORK.collector_ids,
-                     inputs={"t.load": tile})
+                     inputs={"t.load": tile}, ahead=(next_tile,))
     registry = write_registry(tmp_path / "workers.json", [], stall_timeout=5)
     clients = ClientPool()
     runner = ShareRunner(registry, clients, ShareOwner("m1"), input_dir=tmp_path)
@@ -242,3 +243,6 @@ async def test_a_worker_whose_route_refuses_pixels_gets_the_tile_as_a_png_now_an
     assert fake.submitted[0]["prompt"]["t.load"] == {"class_type": "LoadImage", "inputs": {"image": "distributed_tiles/t.png"}}
     assert np.array_equal(np.asarray(Image.open(tmp_path / tile.file)), pixels)
     assert not takes_pixels_afterwards
+    # The next share's tile is written meanwhile, for whichever worker takes files next.
+    await wait_until_async(lambda: (tmp_path / next_tile.file).exists(), 5, message="the next tile's PNG written ahead")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / next_tile.file)), later)

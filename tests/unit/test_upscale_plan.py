@@ -50,6 +50,8 @@ def test_a_worker_gets_the_loaders_and_one_stock_chain_per_tile_but_not_the_imag
     assert work.prompt["tile2.load"]["inputs"]["image"] == plan.tiles[2].image.file
     assert plan.tiles[2].image.file.startswith("distributed_tiles/") and plan.tiles[2].image.file.endswith(".png")
     assert work.inputs == {"tile1.load": plan.tiles[1].image, "tile2.load": plan.tiles[2].image}
+    assert work.ahead == (plan.tiles[3].image,)  # the tiles after the share's, up to the plan's end
+    assert plan.share_work(0, BatchSlice(0, 1)).ahead == tuple(tile.image for tile in plan.tiles[1:4])
     assert not plan.tiles[2].image.pixels.flags.writeable
     assert work.prompt["tile2.sample"]["inputs"]["seed"] == plan.tiles[2].seed
     assert work.image_sizes == {"tile1": (72, 80, 3), "tile2": (72, 80, 3)} and work.max_images == 1
