@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from aiohttp import web
 
@@ -42,7 +43,7 @@ class DistributedImageInput:
         if pixels is None:
             raise ValueError(f"{INPUT_DISPLAY_NAME}: image {key[:16]}… is not on this worker (never sent, or dropped "
                              "to stay within its memory cap); the master sends it again with the next share")
-        return (torch.from_numpy(pixels.copy()).float().div_(255.0)[None],)
+        return (torch.from_numpy(pixels.astype(np.float32)).div_(255.0)[None],)
 
 
 def input_node(store: InputStore) -> type[DistributedImageInput]:

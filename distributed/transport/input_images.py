@@ -102,22 +102,21 @@ def _next_bytes(pieces: Iterator[bytes | memoryview]) -> bytes | None:
     return None if piece is None else bytes(piece)
 
 
-def write_pngs(input_dir: Path, images: Iterable[InputImage]) -> None:
-    """Writes each image's PNG into the master's input folder unless it is there already. Runs in a
-    thread; a PNG appears whole (written aside, then renamed), so an upload never reads half of one."""
-    for image in images:
-        path = input_dir / image.file
-        if path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        Image.fromarray(image.pixels).save(buffer, format="PNG", compress_level=1)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{id(buffer)}.part")
-        try:
-            partial.write_bytes(buffer.getvalue())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+def write_png(input_dir: Path, image: InputImage) -> None:
+    """Writes the image's PNG into the master's input folder unless it is there already. Runs in a
+    thread; the PNG appears whole (written aside, then renamed), so an upload never reads half of one."""
+    path = input_dir / image.file
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(image.pixels).save(buffer, format="PNG", compress_level=1)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{id(buffer)}.part")
+    try:
+        partial.write_bytes(buffer.getvalue())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def clear_pngs(input_dir: Path, folder: str) -> None:

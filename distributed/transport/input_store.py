@@ -109,8 +109,8 @@ def make_inputs_handler(store: InputStore, receiving_at_once: int = RECEIVING_AT
     """Handler for HEAD and PUT on INPUTS_PATH: HEAD answers 200 when the image is held, 404 if not;
     PUT decodes the body off the loop, checks it against the key, and keeps it (201).
 
-    At most `receiving_at_once` bodies are decoded together, each within the deadline the largest
-    image allows, so senders that trickle bytes cannot make the worker hold many half-received
+    At most `receiving_at_once` bodies are decoded together, each within the deadline its announced
+    size allows (the largest image's when none is announced), so senders that trickle bytes cannot make the worker hold many half-received
     images; a body that finds every slot taken for `busy_wait_s` is answered 503 (the master then
     fails the share on this worker, naming it, and the tile runs elsewhere).
     """
@@ -132,7 +132,7 @@ def make_inputs_handler(store: InputStore, receiving_at_once: int = RECEIVING_AT
         decoder = wire.Decoder(f"the image sent as {key}", expected_dtype="uint8", expected_shape=(None, None, 3),
                                max_bytes=MAX_INPUT_BYTES)
         try:
-            async with asyncio.timeout(transfer_deadline(MAX_INPUT_BYTES)):
+            async with asyncio.timeout(transfer_deadline(request.content_length or MAX_BODY_BYTES)):
                 pixels = await wire.read_stream(request.content, decoder)
                 matches = await asyncio.to_thread(key_of, pixels) == key
         except wire.WireError as error:

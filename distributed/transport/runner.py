@@ -230,7 +230,7 @@ class ShareRunner:
         assert self._input_dir is not None
         writing = self._png_writes.get(image.file)
         if writing is None:
-            writing = asyncio.ensure_future(asyncio.to_thread(input_images.write_pngs, self._input_dir, [image]))
+            writing = asyncio.ensure_future(asyncio.to_thread(input_images.write_png, self._input_dir, image))
             self._png_writes[image.file] = writing
             writing.add_done_callback(lambda done: _forget_write(self._png_writes, image.file, done))
         return writing

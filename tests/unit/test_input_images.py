@@ -25,7 +25,7 @@ from distributed.transport.input_images import (
     key_of,
     send_inputs,
     source_prompt,
-    write_pngs,
+    write_png,
 )
 from distributed.transport.input_store import MAX_BODY_BYTES, InputStore, make_inputs_handler
 from distributed.workers.pool import ClientPool
@@ -145,10 +145,10 @@ def test_only_the_listed_loaders_are_replaced_by_the_input_node() -> None:
 def test_a_stock_worker_s_png_holds_the_very_pixels_and_is_written_once(tmp_path: Path) -> None:
     tile = image(5)
 
-    write_pngs(tmp_path, [tile])
+    write_png(tmp_path, tile)
     path = tmp_path / tile.file
     written_at = path.stat().st_mtime_ns
-    write_pngs(tmp_path, [tile])
+    write_png(tmp_path, tile)
 
     assert np.array_equal(np.asarray(Image.open(path)), tile.pixels)
     assert path.stat().st_mtime_ns == written_at
@@ -186,7 +186,8 @@ async def test_a_body_over_the_cap_is_refused_before_it_is_read_and_a_busy_worke
 
 
 def test_the_tile_folder_is_emptied_whatever_is_in_it(tmp_path: Path) -> None:
-    write_pngs(tmp_path, [image(8), image(9)])
+    write_png(tmp_path, image(8))
+    write_png(tmp_path, image(9))
     (tmp_path / "distributed_tiles" / ".late.png.part").write_bytes(b"x")
     (tmp_path / "cat.png").write_bytes(b"x")
 
